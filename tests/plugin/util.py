@@ -1,0 +1,28 @@
+"""Shapes and conversions shared by the plugin tests."""
+
+import keras
+import numpy as np
+
+# Kernel shapes in Keras layout and the matching torch weight shapes (out, in, *k).
+SHAPES = {
+    "dense": (512, 256),
+    "conv1d": (5, 64, 128),
+    "conv2d": (3, 3, 64, 128),
+    "conv3d": (3, 3, 3, 32, 64),
+}
+
+
+def torch_shape(keras_shape):
+    """(*k, in, out) -> torch's (out, in, *k)."""
+    *kernel, fan_in, fan_out = keras_shape
+    return (fan_out, fan_in, *kernel)
+
+
+def to_torch_layout(array):
+    """Moves a Keras (*k, in, out) kernel to torch's (out, in, *k)."""
+    rank = array.ndim
+    return np.transpose(array, (rank - 1, rank - 2, *range(rank - 2)))
+
+
+def draw(initializer, shape, dtype="float32"):
+    return keras.ops.convert_to_numpy(initializer(shape, dtype=dtype))
