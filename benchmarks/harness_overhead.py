@@ -1,0 +1,172 @@
+"""What the harness's histogram logging costs the training loop.
+
+Trains the same 5 x 256 tanh MLP on Shapeset (SGD, batch 32) in three ways,
+interleaved so that machine noise hits them alike, `--repeats` times each:
+
+- `histograms on`: the harness's defaults (a probe snapshot every
+  `--histogram_every` steps: 24 histograms and 23 scalars);
+- `histograms off`: the same run with `histogram_every=0`;
+- `keras TensorBoard`: histograms off plus `keras.callbacks.TensorBoard(histogram_freq=1)`,
+  which logs weight histograms once per epoch (no activations, no gradients).
+
+It prints the median `train_seconds` (the harness's clock: the steps and the
+periodic snapshots) and the median wall time of `model.fit` (which also holds
+the epoch-end work, where Keras's callback writes its histograms), each as a
+ratio to `histograms off`. Target: `histograms on` at most 1.15x.
+
+A second table times one snapshot of the same tensors: the harness's probe
+(`tf.histogram_fixed_width`, written as the histogram plugin's tensor) against
+`tf.summary.histogram` (TensorBoard's one-hot bucketing), both compiled.
+
+Usage: KERAS_BACKEND=tensorflow python benchmarks/harness_overhead.py [--repeats=3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from experiments import config as config_lib
+from experiments import data as data_lib
+from experiments import models, probes, training
+
+VARIANTS = ("histograms on", "histograms off", "keras TensorBoard")
+
+
+def _train(settings, dataset, variant: str, logdir: Path) -> tuple[float, float]:
+    """(train_seconds, fit wall seconds) of one run of `variant`."""
+    if variant != "histograms on":
+        settings = dataclasses.replace(settings, histogram_every=0)
+    callbacks = []
+    if variant == "keras TensorBoard":
+        callbacks = [keras.callbacks.TensorBoard(str(logdir / "keras"), histogram_freq=1)]
+    result = training.train_run(
+        settings,
+        dataset,
+        initializer="xavier_normal",
+        activation="tanh",
+        seed=0,
+        run_dir=logdir / "run",
+        callbacks=callbacks,
+    )
+    return result.entry["train_seconds"], result.fit_seconds
+
+
+def training_table(settings, dataset, repeats: int) -> list[str]:
+    times = {variant: ([], []) for variant in VARIANTS}
+    with tempfile.TemporaryDirectory() as root:
+        for repeat in range(repeats):
+            for index, variant in enumerate(VARIANTS):
+                train, fit = _train(settings, dataset, variant, Path(root) / f"{repeat}_{index}")
+                times[variant][0].append(train)
+                times[variant][1].append(fit)
+    base_train = statistics.median(times["histograms off"][0])
+    base_fit = statistics.median(times["histograms off"][1])
+    lines = [
+        f"{'variant':<20}{'train_seconds':>15}{'ratio':>8}{'fit seconds':>14}{'ratio':>8}",
+    ]
+    for variant in VARIANTS:
+        train, fit = (statistics.median(values) for values in times[variant])
+        lines.append(
+            f"{variant:<20}{train:>15.2f}{train / base_train:>7.2f}x"
+            f"{fit:>14.2f}{fit / base_fit:>7.2f}x"
+        )
+    return lines
+
+
+def _reference_snapshot(model: keras.Model, x, y, writer, bucketing: bool):
+    """The probe's tensors, bucketed by `tf.summary.histogram` (or not at all)."""
+    layers = models.probed_layers(model)
+    names = [layer.name for layer in layers]
+    chain = [layer for layer in model.layers if layer.name != "inputs"]
+    kernels = [layer.kernel for layer in layers]
+
+    @tf.function
+    def snapshot(step):
+        with tf.GradientTape() as tape:
+            outputs, hidden = [], x
+            for layer in chain:
+                hidden = layer(hidden, training=False)
+                if layer.name in names:
+                    outputs.append(hidden)
+            chosen = tf.gather(outputs[-1], y, axis=1, batch_dims=1)
+            loss = -tf.reduce_mean(tf.math.log(tf.maximum(chosen, keras.config.epsilon())))
+        gradients = tape.gradient(loss, [*outputs, *kernels])
+        stds = [tf.math.reduce_std(t) for t in [*outputs, *gradients]]
+        if bucketing:
+            with writer.as_default(step=step):
+                for index, tensor in enumerate([*outputs, *gradients, *kernels]):
+                    tf.summary.histogram(f"tensor_{index}", tensor)
+        return stds
+
+    return snapshot
+
+
+def _milliseconds(function, calls: int = 20) -> float:
+    function()  # trace and compile
+    started = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return (time.perf_counter() - started) / calls * 1000
+
+
+def snapshot_table(settings, dataset) -> list[str]:
+    model = models.build(
+        "mlp",
+        input_shape=dataset.input_shape,
+        num_classes=dataset.num_classes,
+        depth=settings.depth,
+        width=settings.width,
+        activation="tanh",
+        initializer="xavier_normal",
+        seed=0,
+    )
+    x = tf.constant(dataset.x_train[: settings.probe_size])
+    y = tf.constant(dataset.y_train[: settings.probe_size])
+    with tempfile.TemporaryDirectory() as root:
+        writer = tf.summary.create_file_writer(root)
+        probe = probes.Probe(model, x.numpy(), y.numpy(), "tanh", writer)
+        step = tf.constant(1, tf.int64)
+        plain = _reference_snapshot(model, x, y, writer, bucketing=False)
+        tensorboard = _reference_snapshot(model, x, y, writer, bucketing=True)
+        rows = {
+            "forward+backward, no histograms": _milliseconds(lambda: plain(step)),
+            "harness probe (histogram_fixed_width)": _milliseconds(
+                lambda: probe(1, log_scalars=True, log_histograms=True)
+            ),
+            "tf.summary.histogram": _milliseconds(lambda: tensorboard(step), calls=5),
+        }
+        writer.close()
+    count = len(probe.histogram_tags())
+    lines = [f"one snapshot: {count} histograms, probe batch {settings.probe_size}"]
+    lines += [f"{name:<40}{ms:>8.1f} ms" for name, ms in rows.items()]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    settings = config_lib.resolve(depth=5, width=256, epochs=args.epochs, verbose=0)
+    dataset = data_lib.load(settings.dataset, settings.train_size, settings.test_size)
+    steps = args.epochs * -(-settings.train_size // settings.batch_size)
+    print(
+        f"5x256 tanh MLP, {settings.train_size} shapeset examples, batch {settings.batch_size}, "
+        f"{steps} steps, histograms every {settings.histogram_every} steps; "
+        f"medians of {args.repeats} interleaved repeats"
+    )
+    print("\n".join(training_table(settings, dataset, args.repeats)))
+    print()
+    print("\n".join(snapshot_table(settings, dataset)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,7 @@
+"""The comparison harness: identical models that differ only in their kernel initializer.
+
+`python -m experiments.compare` (or `keras-inits-compare`, `make compare`) trains one
+model per initializer and seed, logs activation and gradient histograms to
+TensorBoard and writes `summary.json`, `summary.csv` and `report.md` under
+`logs/<experiment>/`. The library entry point is `experiments.runner.compare`.
+"""

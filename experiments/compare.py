@@ -1,0 +1,123 @@
+"""Compares weight initializers on identical models, with histograms in TensorBoard.
+
+Usage:
+  python -m experiments.compare [--preset=lesson] [--initializers=SPEC,...] [flags]
+  keras-inits-compare --list_presets
+
+Results go to <logdir>/<experiment>/: TensorBoard runs, summary.json/csv, report.md.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from experiments import config, presets
+from experiments.errors import ExperimentError
+
+_PRESET = flags.DEFINE_string("preset", "lesson", "Named experiment setting the flags below.")
+_LIST_PRESETS = flags.DEFINE_bool("list_presets", False, "Print the presets and exit.")
+_FROM_PRESET = " (default: set by --preset; see --list_presets)"
+
+# Flags that default to None take the preset's value unless given.
+flags.DEFINE_string(
+    "initializers",
+    None,
+    "Comma-separated initializer specs as keras_inits.get takes them, e.g. "
+    '"xavier_normal,random_uniform(minval=-0.1, maxval=0.1)".' + _FROM_PRESET,
+)
+flags.DEFINE_enum("model", None, ["mlp", "cnn"], "Architecture." + _FROM_PRESET)
+flags.DEFINE_integer("depth", None, "Number of hidden layers." + _FROM_PRESET)
+flags.DEFINE_integer("width", None, "Units (mlp) or filters (cnn) per layer." + _FROM_PRESET)
+flags.DEFINE_list(
+    "activation", None, "Keras activation name(s); several run as separate arms." + _FROM_PRESET
+)
+flags.DEFINE_string(
+    "dataset", None, "shapeset, npz:PATH, mnist, fashion_mnist or cifar10." + _FROM_PRESET
+)
+flags.DEFINE_integer("train_size", None, "Training examples." + _FROM_PRESET)
+flags.DEFINE_integer("test_size", None, "Test examples." + _FROM_PRESET)
+flags.DEFINE_integer("epochs", None, "Training epochs." + _FROM_PRESET)
+flags.DEFINE_integer("batch_size", None, "Batch size." + _FROM_PRESET)
+flags.DEFINE_string("optimizer", None, "Keras optimizer name (sgd, adam...)." + _FROM_PRESET)
+flags.DEFINE_float("learning_rate", None, "Learning rate." + _FROM_PRESET)
+flags.DEFINE_float("momentum", None, "Momentum of sgd and rmsprop." + _FROM_PRESET)
+flags.DEFINE_list("seeds", None, "Seeds; each initializer runs once per seed." + _FROM_PRESET)
+flags.DEFINE_integer(
+    "histogram_every",
+    None,
+    "Steps between histogram snapshots; 0 turns histograms off (step 0 is always "
+    "logged when on)." + _FROM_PRESET,
+)
+flags.DEFINE_integer(
+    "probe_size", None, "Training examples in the fixed probe batch." + _FROM_PRESET
+)
+flags.DEFINE_string("logdir", "logs", "Root folder of all experiments.")
+flags.DEFINE_string(
+    "experiment", None, "Folder name under --logdir (default: the preset and changed flags)."
+)
+flags.DEFINE_bool("overwrite", False, "Re-run runs already in the experiment's summary.json.")
+flags.DEFINE_integer("verbose", 1, "Keras progress bar: 0 silent, 1 bar, 2 one line per epoch.")
+
+_SETTINGS = (
+    "model",
+    "depth",
+    "width",
+    "dataset",
+    "train_size",
+    "test_size",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "momentum",
+    "histogram_every",
+    "probe_size",
+    "logdir",
+    "experiment",
+    "overwrite",
+    "verbose",
+)
+
+
+def settings_from_flags(values: flags.FlagValues) -> dict:
+    """The explicit settings given on the command line, as `config.resolve` takes them."""
+    settings = {name: values[name].value for name in _SETTINGS if values[name].value is not None}
+    if values.initializers is not None:
+        settings["initializers"] = config.split_specs(values.initializers)
+    if values.activation is not None:
+        settings["activation"] = tuple(values.activation)
+    if values.seeds is not None:
+        try:
+            settings["seeds"] = tuple(int(seed) for seed in values.seeds)
+        except ValueError:
+            raise ExperimentError(f"--seeds must be integers, got {values.seeds}.") from None
+    return settings
+
+
+def main(argv: list[str]) -> None:
+    """Resolves the flags into a config and runs the comparison."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _LIST_PRESETS.value:
+        print(presets.describe())
+        return
+    # Deferred: it imports TensorFlow, which --help and --list_presets do not need.
+    from experiments import runner
+
+    try:
+        experiment = config.resolve(_PRESET.value, **settings_from_flags(flags.FLAGS))
+        runner.compare(experiment)
+    except ExperimentError as error:
+        # One line, no traceback: the user mistyped a flag or the data is missing.
+        sys.exit(f"keras-inits-compare: error: {error}")
+
+
+def run() -> None:
+    """Console-script entry point (`keras-inits-compare`)."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

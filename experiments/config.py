@@ -1,0 +1,170 @@
+"""The settings of one comparison, how presets and flags combine, and their validation.
+
+`resolve(preset, **settings)` starts from `ExperimentConfig()` (the `lesson`
+defaults), applies the preset, then the explicit settings, and checks everything
+that can be checked without training: initializer specs, activations, the
+optimizer, the dataset. Any problem raises `ExperimentError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+from typing import Any
+
+from experiments import data
+from experiments.errors import ExperimentError
+from experiments.presets import LESSON_INITIALIZERS, PRESETS
+
+MODELS = ("mlp", "cnn")
+# Settings that change where and how verbosely results are written, not the results:
+# they never enter the derived experiment name.
+_LOGGING_FIELDS = ("preset", "logdir", "experiment", "overwrite", "verbose")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Every setting of a comparison; the defaults are the `lesson` preset."""
+
+    preset: str = "lesson"
+    initializers: tuple[str, ...] = LESSON_INITIALIZERS
+    model: str = "mlp"
+    depth: int = 5
+    width: int = 256
+    activation: tuple[str, ...] = ("tanh",)
+    dataset: str = "shapeset"
+    train_size: int = 8000
+    test_size: int = 2000
+    epochs: int = 8
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    seeds: tuple[int, ...] = (0,)
+    histogram_every: int = 100
+    probe_size: int = 256
+    logdir: str = "logs"
+    experiment: str = ""
+    overwrite: bool = False
+    verbose: int = 1
+
+    def results_settings(self) -> dict[str, Any]:
+        """The settings that determine results (everything but where logs go)."""
+        return {
+            name: value
+            for name, value in dataclasses.asdict(self).items()
+            if name not in _LOGGING_FIELDS
+        }
+
+
+def split_specs(text: str) -> tuple[str, ...]:
+    """Splits comma-separated initializer specs, keeping commas inside brackets or quotes.
+
+    >>> split_specs("xavier_normal,random_uniform(minval=-0.1, maxval=0.1)")
+    ('xavier_normal', 'random_uniform(minval=-0.1, maxval=0.1)')
+    """
+    specs, current, depth, quote = [], [], 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            specs.append("".join(current).strip())
+            current = []
+            continue
+        current.append(char)
+    specs.append("".join(current).strip())
+    return tuple(spec for spec in specs if spec)
+
+
+def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
+    """The validated config of `preset` with `settings` (explicit flags) applied over it."""
+    if preset not in PRESETS:
+        raise ExperimentError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    unknown = set(settings) - {field.name for field in dataclasses.fields(ExperimentConfig)}
+    if unknown:
+        raise ExperimentError(f"Unknown settings: {', '.join(sorted(unknown))}.")
+    base = dataclasses.replace(ExperimentConfig(), preset=preset, **PRESETS[preset].settings)
+    config = dataclasses.replace(base, **settings)
+    config = dataclasses.replace(
+        config,
+        initializers=tuple(config.initializers),
+        activation=tuple(config.activation),
+        seeds=tuple(config.seeds),
+    )
+    validate(config)
+    if not config.experiment:
+        config = dataclasses.replace(config, experiment=experiment_name(config, base))
+    return config
+
+
+def experiment_name(config: ExperimentConfig, preset_config: ExperimentConfig) -> str:
+    """`<preset>[-<setting>=<value>...]` for the settings that differ from the preset.
+
+    Derived from the settings only (never the clock), so re-running the same
+    command writes into the same folder and resumes it. Values that do not make
+    tidy folder names (initializer specs, long lists) are replaced by a short hash.
+    """
+    parts = [config.preset]
+    ours, theirs = config.results_settings(), preset_config.results_settings()
+    for name, value in ours.items():
+        if value == theirs[name]:
+            continue
+        text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+        if len(text) > 32 or not re.fullmatch(r"[\w.,+-]+", text):
+            text = hashlib.sha1(text.encode()).hexdigest()[:8]
+        parts.append(f"{name}={text}")
+    return "-".join(parts)
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Raises `ExperimentError` for the first bad setting."""
+    import keras  # Deferred: importing TensorFlow takes seconds, flag parsing should not.
+
+    import keras_inits
+
+    if not config.initializers:
+        raise ExperimentError("--initializers is empty; give at least one spec.")
+    if len(set(config.initializers)) != len(config.initializers):
+        raise ExperimentError(f"--initializers lists a spec twice: {config.initializers}.")
+    for spec in config.initializers:
+        try:
+            keras_inits.get(spec)
+        except (TypeError, ValueError) as error:
+            raise ExperimentError(str(error)) from None
+    if config.model not in MODELS:
+        raise ExperimentError(f"Unknown --model {config.model!r}; choose one of {MODELS}.")
+    for name in ("depth", "width", "train_size", "test_size", "epochs", "batch_size"):
+        if getattr(config, name) < 1:
+            raise ExperimentError(f"--{name} must be >= 1, got {getattr(config, name)}.")
+    if config.probe_size < 1:
+        raise ExperimentError(f"probe_size must be >= 1, got {config.probe_size}.")
+    if config.histogram_every < 0:
+        raise ExperimentError(
+            f"--histogram_every must be >= 0 (0 turns histograms off), "
+            f"got {config.histogram_every}."
+        )
+    if not config.learning_rate > 0:
+        raise ExperimentError(f"--learning_rate must be > 0, got {config.learning_rate}.")
+    if not 0 <= config.momentum < 1:
+        raise ExperimentError(f"--momentum must be in [0, 1), got {config.momentum}.")
+    if not config.seeds or any(seed < 0 for seed in config.seeds):
+        raise ExperimentError(f"--seeds must be integers >= 0, got {config.seeds}.")
+    if not config.activation or len(set(config.activation)) != len(config.activation):
+        raise ExperimentError(f"--activation must list distinct names, got {config.activation}.")
+    for name in config.activation:
+        try:
+            keras.activations.get(name)
+        except (TypeError, ValueError):
+            raise ExperimentError(f"Unknown Keras activation {name!r}.") from None
+    try:
+        keras.optimizers.get(config.optimizer)
+    except (TypeError, ValueError):
+        raise ExperimentError(f"Unknown Keras optimizer {config.optimizer!r}.") from None
+    data.check_name(config.dataset)

@@ -1,0 +1,73 @@
+"""TensorBoard HParams: the experiment's domain once at its root, each run's values in its folder.
+
+The HParams dashboard then lists one row per run with its initializer, seed and
+settings next to the final value of each metric (the last scalar logged under
+the metric's tag in the run's folder), so initializers compare side by side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+
+from experiments.config import ExperimentConfig
+
+METRICS = (
+    hp.Metric("loss/test", display_name="test loss"),
+    hp.Metric("accuracy/test", display_name="test accuracy"),
+    hp.Metric("loss/train", display_name="train loss"),
+    hp.Metric("accuracy/train", display_name="train accuracy"),
+)
+
+
+def _domain(config: ExperimentConfig) -> dict[str, hp.HParam]:
+    return {
+        "initializer": hp.HParam("initializer", hp.Discrete(list(config.initializers))),
+        "seed": hp.HParam("seed", hp.Discrete(list(config.seeds))),
+        "activation": hp.HParam("activation", hp.Discrete(list(config.activation))),
+        "depth": hp.HParam("depth", hp.Discrete([config.depth])),
+        "width": hp.HParam("width", hp.Discrete([config.width])),
+        "optimizer": hp.HParam("optimizer", hp.Discrete([config.optimizer])),
+        "learning_rate": hp.HParam("learning_rate", hp.Discrete([config.learning_rate])),
+    }
+
+
+def write_experiment(root: Path, config: ExperimentConfig) -> None:
+    """Writes the HParams config at the experiment root, replacing an earlier one.
+
+    Earlier event files in the root itself (not in run folders) hold only a
+    previous invocation's HParams config; they are removed so the dashboard does
+    not merge two configs.
+    """
+    for stale in root.glob("events.out.tfevents.*"):
+        stale.unlink()
+    writer = tf.summary.create_file_writer(str(root))
+    with writer.as_default():
+        hp.hparams_config(hparams=list(_domain(config).values()), metrics=list(METRICS))
+    writer.close()
+
+
+def write_run(
+    writer: tf.summary.SummaryWriter,
+    config: ExperimentConfig,
+    *,
+    run_name: str,
+    initializer: str,
+    activation: str,
+    seed: int,
+) -> None:
+    """Writes one run's HParams values into its own event file."""
+    domain = _domain(config)
+    values = {
+        "initializer": initializer,
+        "seed": seed,
+        "activation": activation,
+        "depth": config.depth,
+        "width": config.width,
+        "optimizer": config.optimizer,
+        "learning_rate": config.learning_rate,
+    }
+    with writer.as_default():
+        hp.hparams({domain[name]: value for name, value in values.items()}, trial_id=run_name)

@@ -1,0 +1,94 @@
+"""The Keras callback that watches one training run: clock, divergence, TensorBoard logs."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import tensorflow as tf
+
+from experiments.probes import Probe
+
+# Keras's epoch logs -> the run's history keys and TensorBoard scalar tags.
+_EPOCH_METRICS = {
+    "loss": ("loss", "loss/train"),
+    "accuracy": ("accuracy", "accuracy/train"),
+    "val_loss": ("test_loss", "loss/test"),
+    "val_accuracy": ("test_accuracy", "accuracy/test"),
+}
+
+
+class RunMonitor(keras.callbacks.Callback):
+    """Times the training loop, stops on a non-finite loss and logs probes and epoch metrics.
+
+    Clock (`train_seconds`): runs from the end of the first step (which
+    includes tracing and compiling the train function) to the end of each
+    epoch's steps, so it covers the training steps and the periodic histogram
+    snapshots, and excludes compilation, validation and the epoch-end logging.
+
+    Divergence: Keras reports the running mean of the epoch's batch losses,
+    which turns non-finite at the first non-finite batch loss; that step is
+    recorded as `diverged_at_step` and training stops.
+
+    Attributes:
+        step: optimizer steps done so far.
+        history: metrics after each epoch (and at step 0 when `record`ed): step,
+            epoch, loss, accuracy, test_loss, test_accuracy.
+    """
+
+    def __init__(self, probe: Probe, writer: tf.summary.SummaryWriter, histogram_every: int):
+        super().__init__()
+        self.probe = probe
+        self.writer = writer
+        self.histogram_every = histogram_every
+        self.step = 0
+        self.diverged_at_step: int | None = None
+        self.last_histogram_step: int | None = None
+        self.train_seconds = 0.0
+        self.history: dict[str, list] = {"step": [], "epoch": []}
+        self.history.update({key: [] for key, _ in _EPOCH_METRICS.values()})
+        self._clock_started: float | None = None
+
+    def _start_clock(self) -> None:
+        self._clock_started = time.perf_counter()
+
+    def _stop_clock(self) -> None:
+        if self._clock_started is not None:
+            self.train_seconds += time.perf_counter() - self._clock_started
+            self._clock_started = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.step > 0:
+            self._start_clock()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.step += 1
+        if not math.isfinite(float(logs["loss"])):
+            self.diverged_at_step = self.step
+            self.model.stop_training = True
+        elif self.histogram_every and self.step % self.histogram_every == 0:
+            self.probe(self.step, log_scalars=False, log_histograms=True)
+            self.last_histogram_step = self.step
+        if self.step == 1:
+            self._start_clock()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._stop_clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._stop_clock()  # when there is no validation
+        self.record(epoch + 1, logs or {})
+        self.probe(self.step, log_scalars=True, log_histograms=False)
+        self.writer.flush()
+
+    def record(self, epoch: int, logs: dict) -> None:
+        """Appends Keras-style metrics (`loss`, `val_loss`...) at the current step to the
+        history and TensorBoard; also called before training with the step-0 evaluation."""
+        self.history["step"].append(self.step)
+        self.history["epoch"].append(epoch)
+        with self.writer.as_default(step=self.step):
+            for name, (key, tag) in _EPOCH_METRICS.items():
+                value = float(logs[name]) if name in logs else math.nan
+                self.history[key].append(value)
+                tf.summary.scalar(tag, value)

@@ -1,0 +1,101 @@
+"""Named experiments: each preset is a set of settings applied over the `lesson` defaults.
+
+Explicit flags win over the preset. `describe()` is what `--list_presets` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named experiment: what it shows and the settings it changes."""
+
+    name: str
+    description: str
+    settings: Mapping[str, Any]
+
+
+# The defaults of `ExperimentConfig` are the lesson: the classic initializers side by
+# side on a 5-layer tanh MLP, small enough for a few minutes on 2 CPU cores.
+LESSON_INITIALIZERS = (
+    "zeros",
+    "random_uniform(minval=-0.1, maxval=0.1)",
+    "random_normal(stddev=0.1)",
+    "standard_uniform",
+    "xavier_normal",
+    "kaiming_normal",
+)
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "lesson",
+            "The classic initializers on a 5-layer tanh MLP: zeros never breaks symmetry, "
+            "small random weights shrink activations layer by layer, xavier keeps them level.",
+            {},
+        ),
+        Preset(
+            "glorot2010",
+            "Glorot & Bengio (2010): standard U(+-1/sqrt(n)) vs normalized "
+            "U(+-sqrt(6/(n_in+n_out))) init in tanh, sigmoid and softsign nets, plain SGD "
+            "with small batches (paper: 5 hidden layers of 1000 units, batch 10).",
+            {
+                "initializers": ("standard_uniform", "xavier_uniform"),
+                "activation": ("tanh", "sigmoid", "softsign"),
+                "depth": 5,
+                "width": 1000,
+                "optimizer": "sgd",
+                "learning_rate": 0.01,
+                "momentum": 0.0,
+                "batch_size": 10,
+                "epochs": 5,
+            },
+        ),
+        Preset(
+            "he2015",
+            "He et al. (2015): a 30-layer ReLU MLP trained with SGD; kaiming (Var(W) = "
+            "2/fan_in) trains, xavier (Var(W) = 2/(fan_in+fan_out)) stalls.",
+            {
+                "initializers": ("xavier_normal", "kaiming_normal(nonlinearity='relu')"),
+                "activation": ("relu",),
+                "depth": 30,
+                "width": 256,
+                "optimizer": "sgd",
+                "learning_rate": 0.01,
+                "momentum": 0.9,
+                "epochs": 5,
+                "histogram_every": 200,
+            },
+        ),
+    )
+}
+
+
+def describe() -> str:
+    """One paragraph per preset: its description and the settings it sets."""
+    from experiments.config import ExperimentConfig  # config imports this module
+
+    defaults = dataclasses.asdict(ExperimentConfig())
+    paragraphs = []
+    for preset in PRESETS.values():
+        settings = preset.settings or {
+            name: value
+            for name, value in defaults.items()
+            if name not in ("preset", "logdir", "experiment", "overwrite", "verbose")
+        }
+        lines = [f"{preset.name}: {preset.description}"]
+        lines += [f"    --{name}={_flag_value(value)}" for name, value in settings.items()]
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        text = ",".join(map(str, value))
+        return f'"{text}"' if " " in text or "(" in text else text
+    return str(value)

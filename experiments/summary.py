@@ -1,0 +1,107 @@
+"""`summary.json` and `summary.csv`: one entry per finished run, rewritten after every run.
+
+Writes are atomic (a temporary file renamed over the old one), so an
+interrupted comparison leaves a readable summary of the runs that finished,
+and a re-run with the same settings skips exactly those.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ExperimentConfig
+from experiments.errors import ExperimentError
+
+FIELDS = (
+    "initializer",
+    "activation",
+    "seed",
+    "run_dir",
+    "status",
+    "steps",
+    "train_seconds",
+    "initial_loss",
+    "final_loss",
+    "final_test_loss",
+    "final_test_accuracy",
+    "diverged_at_step",
+)
+JSON_NAME = "summary.json"
+CSV_NAME = "summary.csv"
+# Settings that may differ between invocations sharing a folder: they only add runs.
+_RUN_AXES = ("initializers", "activation", "seeds")
+
+
+def run_key(entry: dict[str, Any]) -> tuple[str, str, int]:
+    """What identifies a run: initializer spec, activation, seed."""
+    return entry["initializer"], entry["activation"], entry["seed"]
+
+
+def flags_of(config: ExperimentConfig) -> dict[str, Any]:
+    """The settings stored with the summary (JSON-ready)."""
+    flags = dataclasses.asdict(config)
+    del flags["overwrite"], flags["verbose"]
+    return {
+        name: list(value) if isinstance(value, tuple) else value for name, value in flags.items()
+    }
+
+
+def load(root: Path, config: ExperimentConfig) -> list[dict[str, Any]]:
+    """Entries of runs already finished under `root` with settings compatible with `config`.
+
+    Raises:
+        ExperimentError: the folder holds runs trained with other settings (say
+            another depth): mixing them would make the comparison meaningless.
+    """
+    path = root / JSON_NAME
+    if not path.exists():
+        return []
+    try:
+        stored = json.loads(path.read_text())
+        runs, stored_flags = stored["runs"], stored["flags"]
+    except (OSError, ValueError, KeyError) as error:
+        raise ExperimentError(
+            f"Cannot read {path} ({error}); pass --overwrite to start the experiment again."
+        ) from None
+    current = flags_of(config)
+    differences = [
+        f"{name}: {stored_flags.get(name)!r} there, {value!r} now"
+        for name, value in current.items()
+        if name not in (*_RUN_AXES, "preset", "logdir", "experiment")
+        and stored_flags.get(name) != value
+    ]
+    if differences:
+        raise ExperimentError(
+            f"{root} holds runs with other settings ({'; '.join(differences)}); pass "
+            "--overwrite or choose another --experiment."
+        )
+    return runs
+
+
+def save(root: Path, config: ExperimentConfig, entries: list[dict[str, Any]]) -> None:
+    """Writes `summary.json` (flags and entries) and `summary.csv` (entries) atomically."""
+    document = {"experiment": config.experiment, "flags": flags_of(config), "runs": entries}
+    _write_atomic(root / JSON_NAME, json.dumps(document, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(entries)
+    _write_atomic(root / CSV_NAME, table.getvalue())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
