@@ -5,3 +5,10 @@ model per initializer and seed, logs activation and gradient histograms to
 TensorBoard and writes `summary.json`, `summary.csv` and `report.md` under
 `logs/<experiment>/`. The library entry point is `experiments.runner.compare`.
 """
+
+import os
+
+# The harness uses TensorFlow directly (tf.function probes, tf.summary, tf.data).
+# Choose it before Keras is first imported, unless the user chose a backend; an
+# explicit other backend is refused with a clear message by `config.validate`.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")

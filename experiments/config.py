@@ -18,6 +18,8 @@ from experiments.errors import ExperimentError
 from experiments.presets import LESSON_INITIALIZERS, PRESETS
 
 MODELS = ("mlp", "cnn")
+# keras.utils.set_random_seed takes seeds below 2**32; the plugin's seeds are int32.
+MAX_SEED = 2**31 - 1
 # Settings that change where and how verbosely results are written, not the results:
 # they never enter the derived experiment name.
 _LOGGING_FIELDS = ("preset", "logdir", "experiment", "overwrite", "verbose")
@@ -129,6 +131,12 @@ def validate(config: ExperimentConfig) -> None:
 
     import keras_inits
 
+    if keras.backend.backend() != "tensorflow":
+        raise ExperimentError(
+            f"The harness runs on the TensorFlow backend, but Keras is using "
+            f"{keras.backend.backend()!r}; set KERAS_BACKEND=tensorflow (the plugin itself "
+            "works on every backend)."
+        )
     if not config.initializers:
         raise ExperimentError("--initializers is empty; give at least one spec.")
     if len(set(config.initializers)) != len(config.initializers):
@@ -154,8 +162,10 @@ def validate(config: ExperimentConfig) -> None:
         raise ExperimentError(f"--learning_rate must be > 0, got {config.learning_rate}.")
     if not 0 <= config.momentum < 1:
         raise ExperimentError(f"--momentum must be in [0, 1), got {config.momentum}.")
-    if not config.seeds or any(seed < 0 for seed in config.seeds):
-        raise ExperimentError(f"--seeds must be integers >= 0, got {config.seeds}.")
+    if not config.seeds or any(not 0 <= seed <= MAX_SEED for seed in config.seeds):
+        raise ExperimentError(
+            f"--seeds must be integers in [0, {MAX_SEED}], got {config.seeds}."
+        )
     if not config.activation or len(set(config.activation)) != len(config.activation):
         raise ExperimentError(f"--activation must list distinct names, got {config.activation}.")
     for name in config.activation:

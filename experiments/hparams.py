@@ -7,7 +7,9 @@ the metric's tag in the run's folder), so initializers compare side by side.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
@@ -22,11 +24,23 @@ METRICS = (
 )
 
 
-def _domain(config: ExperimentConfig) -> dict[str, hp.HParam]:
+def _domain(
+    config: ExperimentConfig, entries: Sequence[dict[str, Any]] = ()
+) -> dict[str, hp.HParam]:
+    """The declared values; `entries` adds those of earlier runs kept in the same folder,
+    which the dashboard would otherwise filter out."""
+
+    def values(field: str, current: Sequence) -> list:
+        return sorted({*current, *(entry[field] for entry in entries)}, key=str)
+
     return {
-        "initializer": hp.HParam("initializer", hp.Discrete(list(config.initializers))),
-        "seed": hp.HParam("seed", hp.Discrete(list(config.seeds))),
-        "activation": hp.HParam("activation", hp.Discrete(list(config.activation))),
+        "initializer": hp.HParam(
+            "initializer", hp.Discrete(values("initializer", config.initializers))
+        ),
+        "seed": hp.HParam("seed", hp.Discrete(values("seed", config.seeds))),
+        "activation": hp.HParam(
+            "activation", hp.Discrete(values("activation", config.activation))
+        ),
         "depth": hp.HParam("depth", hp.Discrete([config.depth])),
         "width": hp.HParam("width", hp.Discrete([config.width])),
         "optimizer": hp.HParam("optimizer", hp.Discrete([config.optimizer])),
@@ -34,8 +48,12 @@ def _domain(config: ExperimentConfig) -> dict[str, hp.HParam]:
     }
 
 
-def write_experiment(root: Path, config: ExperimentConfig) -> None:
+def write_experiment(
+    root: Path, config: ExperimentConfig, entries: Sequence[dict[str, Any]] = ()
+) -> None:
     """Writes the HParams config at the experiment root, replacing an earlier one.
+
+    `entries` are earlier runs kept in the folder; their values join the domain.
 
     Earlier event files in the root itself (not in run folders) hold only a
     previous invocation's HParams config; they are removed so the dashboard does
@@ -45,7 +63,9 @@ def write_experiment(root: Path, config: ExperimentConfig) -> None:
         stale.unlink()
     writer = tf.summary.create_file_writer(str(root))
     with writer.as_default():
-        hp.hparams_config(hparams=list(_domain(config).values()), metrics=list(METRICS))
+        hp.hparams_config(
+            hparams=list(_domain(config, entries).values()), metrics=list(METRICS)
+        )
     writer.close()
 
 

@@ -62,7 +62,9 @@ def compare(
     """
     config_lib.validate(config)
     root = Path(config.logdir) / config.experiment
-    previous = [] if config.overwrite else summary.load(root, config)
+    if config.overwrite:
+        _remove_earlier_runs(root)
+    previous = summary.load(root, config)
     data = data_lib.load(config.dataset, config.train_size, config.test_size)
     if config.model == "cnn" and len(data.input_shape) != 3:
         raise ExperimentError(
@@ -78,7 +80,7 @@ def compare(
             f"Two initializer specs give the same run folder name: {config.initializers}."
         )
     root.mkdir(parents=True, exist_ok=True)
-    hparams.write_experiment(root, config)
+    hparams.write_experiment(root, config, previous)
 
     done = {summary.run_key(entry): entry for entry in previous}
     for number, (run, name) in enumerate(zip(runs, names, strict=True), start=1):
@@ -112,6 +114,27 @@ def compare(
     report.write(root, config, entries, details=_load_details(root, entries))
     progress(f"results: {root / 'report.md'}; tensorboard --logdir {config.logdir}")
     return entries
+
+
+def _remove_earlier_runs(root: Path) -> None:
+    """For --overwrite: deletes the run folders and results an earlier invocation wrote.
+
+    Only what that invocation's summary.json names (and the files the harness
+    writes at the root) is removed, never the folder as a whole: --logdir and
+    --experiment may point anywhere.
+    """
+    path = root / summary.JSON_NAME
+    try:
+        runs = json.loads(path.read_text())["runs"] if path.exists() else []
+        run_dirs = [entry["run_dir"] for entry in runs]
+    except (OSError, ValueError, KeyError, TypeError):
+        run_dirs = []  # unreadable: nothing to trust; its folders stay
+    for name in run_dirs:
+        run_dir = root / name
+        if run_dir.parent == root and (run_dir / RUN_DETAILS).exists():
+            shutil.rmtree(run_dir)
+    for result in (summary.JSON_NAME, summary.CSV_NAME, "report.md"):
+        (root / result).unlink(missing_ok=True)
 
 
 def _check_initializers_fit(config: ExperimentConfig, data: data_lib.Dataset) -> None:

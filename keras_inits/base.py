@@ -144,6 +144,7 @@ class SeededInitializer(CheckedInitializer):
         return {"seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="keras_inits")
 class FanScaling(SeededInitializer):
     """Zero-mean weights with `Var(W) = scale / fan`: the engine behind every fan-based scheme.
 

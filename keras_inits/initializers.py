@@ -122,7 +122,7 @@ class _Kaiming(FanScaling):
             raise TypeError(
                 "nonlinearity must be an activation name (so the initializer can be "
                 f"saved), got {nonlinearity!r}. For a custom function, compute "
-                "calculate_gain(fn) and use XavierNormal/FanScaling with that gain."
+                "g = calculate_gain(fn) and use FanScaling(scale=g**2, mode='fan_in')."
             )
         if negative_slope != 0 and nonlinearity != "leaky_relu":
             raise ValueError(

@@ -58,7 +58,7 @@ def register_names() -> None:
                 f"{existing!r} in keras.saving.get_custom_objects(). Remove that "
                 "registration or import keras_inits first."
             )
-        if existing is None and name in _keras_builtins():
+        if existing is None and _resolve(name) is not None:
             raise ValueError(
                 f"keras_inits cannot register {name!r}: it is a Keras built-in "
                 "initializer name, which keras_inits never shadows."
@@ -88,6 +88,22 @@ def _known() -> dict[str, type]:
     return known
 
 
+def _resolve(name: str) -> type | None:
+    """The initializer class `name` stands for, or None.
+
+    Keras also resolves aliases it does not export (`"normal"`, `"uniform"`,
+    `"one"`, `"zero"`...), so its own lookup is the last resort.
+    """
+    known = _known()
+    if name in known:
+        return known[name]
+    try:
+        obj = keras.initializers.get(name)
+    except (ValueError, TypeError):
+        return None
+    return type(obj) if isinstance(obj, keras.initializers.Initializer) else None
+
+
 def names() -> list[str]:
     """Every initializer name `get` and Keras layers accept: keras_inits's and Keras's."""
     return sorted(name for name in _known() if ">" not in name)
@@ -115,7 +131,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
         return text, {}
     try:
         call = ast.parse(text, mode="eval").body
-    except SyntaxError:
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         raise ValueError(f"Cannot parse initializer spec {spec!r}. {usage}") from None
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
         raise ValueError(f"Cannot parse initializer spec {spec!r}. {usage}")
@@ -128,7 +144,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     for keyword in call.keywords:
         try:
             kwargs[keyword.arg] = ast.literal_eval(keyword.value)
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             raise ValueError(
                 f"In initializer spec {spec!r}, the value of {keyword.arg!r} "
                 f"({ast.unparse(keyword.value)}) is not a Python literal."
@@ -137,15 +153,18 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 
 def _build(name: str, kwargs: dict[str, Any], spec: str) -> keras.initializers.Initializer:
-    known = _known()
-    if name not in known:
+    cls = _resolve(name)
+    if cls is None:
         close = difflib.get_close_matches(name, names(), n=5, cutoff=0.5)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        if close:
+            hint = f"Did you mean {', '.join(map(repr, close))}?"
+        else:
+            nearest = difflib.get_close_matches(name, names(), n=5, cutoff=0.0)
+            hint = f"Closest names: {', '.join(map(repr, nearest))}."
         raise ValueError(
-            f"Unknown initializer {name!r} in spec {spec!r}.{hint} "
+            f"Unknown initializer {name!r} in spec {spec!r}. {hint} "
             "keras_inits.names() lists every name."
         )
-    cls = known[name]
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:

@@ -57,6 +57,7 @@ def test_experiment_name_comes_from_changed_settings_not_the_clock():
         ("lesson", {"activation": ("tanhh",)}, "Unknown Keras activation 'tanhh'"),
         ("lesson", {"optimizer": "sgdd"}, "Unknown Keras optimizer 'sgdd'"),
         ("lesson", {"histogram_every": -1}, "--histogram_every must be >= 0"),
+        ("lesson", {"seeds": (2**32,)}, r"--seeds must be integers in \[0, 2147483647\]"),
         ("lesson", {"dataset": "imagenet"}, "Unknown dataset 'imagenet'"),
         ("lesson", {"dataset": "npz:/no/such/file.npz"}, "Cannot read npz dataset"),
     ],

@@ -1,6 +1,9 @@
 """End-to-end comparisons on tiny settings: logs, summaries, report, divergence, resume."""
 
+import dataclasses
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +124,37 @@ def test_rerun_skips_finished_runs_and_overwrite_redoes_them(finished):
         runner.compare(changed)
 
 
+def test_an_interrupted_comparison_resumes_with_the_missing_run_only(finished, tmp_path):
+    settings, entries, _ = finished
+    # Copy the finished experiment, then forget its second run as an interrupt would.
+    root = tmp_path / settings.experiment
+    shutil.copytree(Path(settings.logdir) / settings.experiment, root)
+    document = json.loads((root / "summary.json").read_text())
+    document["runs"] = document["runs"][:1]
+    (root / "summary.json").write_text(json.dumps(document))
+    resumed = dataclasses.replace(settings, logdir=str(tmp_path))
+    lines = []
+    again = runner.compare(resumed, progress=lines.append)
+    assert "skipped" in lines[0] and lines[1] == entries[1]["initializer"].join(
+        ["run 2/2 ", " seed 0"]
+    )
+    assert [entry["initializer"] for entry in again] == [e["initializer"] for e in entries]
+    # The retrained run is the same run: identical seeds, data and order.
+    assert again[1]["final_loss"] == pytest.approx(entries[1]["final_loss"], rel=1e-6)
+
+
+def test_overwrite_removes_the_earlier_runs_folders(tmp_path):
+    first = config.resolve(
+        initializers=("xavier_normal", "zeros"), logdir=str(tmp_path), experiment="x",
+        **{**TINY, "epochs": 1, "histogram_every": 0},
+    )
+    runner.compare(first, progress=lambda line: None)
+    second = dataclasses.replace(first, initializers=("xavier_normal",), overwrite=True)
+    runner.compare(second, progress=lambda line: None)
+    folders = sorted(path.name for path in (tmp_path / "x").iterdir() if path.is_dir())
+    assert folders == ["xavier_normal_seed0"]
+
+
 def test_same_initializer_and_seed_give_identical_runs(tmp_path):
     settings = config.resolve(**{**TINY, "histogram_every": 0})
     dataset = data.load(settings.dataset, settings.train_size, settings.test_size)
@@ -210,6 +244,15 @@ def test_cli_lists_presets_and_reports_bad_flags_in_one_line():
     assert bad.stderr.strip().splitlines()[-1] == (
         "keras-inits-compare: error: --depth must be >= 1, got 0."
     )
+    other_backend = subprocess.run(
+        [sys.executable, "-m", "experiments.compare", "--depth=1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert other_backend.returncode == 1 and "Traceback" not in other_backend.stderr
+    assert "runs on the TensorFlow backend" in other_backend.stderr.strip().splitlines()[-1]
 
 
 def test_conv_only_initializer_on_an_mlp_fails_before_training(tmp_path):

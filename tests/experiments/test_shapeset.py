@@ -35,7 +35,7 @@ def test_two_greys_per_image_and_swapped_half_the_time():
     assert 0.35 < np.mean(object_light) < 0.65
 
 
-def test_objects_are_inside_and_sized_as_specified():
+def test_object_areas_are_within_the_specified_sizes():
     x, y = shapeset.generate(500, seed=2)
     grey = x[..., 0]
     background = np.array(

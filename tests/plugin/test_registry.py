@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_inits
+from keras_inits import registry
 from keras_inits.registry import register_names
 
 DENSE_NAMES = ["xavier_normal", "xavier_uniform", "kaiming_normal", "kaiming_uniform",
@@ -80,6 +81,30 @@ def test_a_name_taken_by_something_else_is_refused():
     register_names()  # re-registering our own classes is fine
 
 
+def test_a_keras_builtin_name_is_never_shadowed(monkeypatch):
+    monkeypatch.setattr(registry, "INITIALIZERS", {"he_normal": keras_inits.XavierNormal})
+    with pytest.raises(ValueError, match="'he_normal': it is a Keras built-in"):
+        register_names()
+    assert type(keras.initializers.get("he_normal")) is keras.initializers.HeNormal
+
+
+PUBLIC_CLASSES = [
+    getattr(keras_inits, name) for name in keras_inits.__all__
+    if isinstance(getattr(keras_inits, name), type)
+    and issubclass(getattr(keras_inits, name), keras.initializers.Initializer)
+    and name not in ("CheckedInitializer", "SeededInitializer")  # abstract bases
+]
+
+
+@pytest.mark.parametrize("cls", PUBLIC_CLASSES, ids=lambda cls: cls.__name__)
+def test_every_public_class_survives_keras_serialization(cls):
+    original = cls()
+    config = keras.saving.serialize_keras_object(original)
+    assert config["registered_name"] == f"keras_inits>{cls.__name__}"
+    restored = keras.saving.deserialize_keras_object(config)
+    assert type(restored) is cls and restored.get_config() == original.get_config()
+
+
 def test_get_config_keeps_seed_none_and_mirrors_init():
     for name, cls in keras_inits.INITIALIZERS.items():
         config = cls().get_config()
@@ -112,6 +137,9 @@ SPECS = [
     ("VarianceScaling(scale=2.0, mode='fan_in', distribution='untruncated_normal')",
      keras.initializers.VarianceScaling, {"scale": 2.0, "distribution": "untruncated_normal"}),
     ("zeros", keras.initializers.Zeros, {}),
+    # Keras aliases that keras.initializers does not export.
+    ("uniform", keras.initializers.RandomUniform, {}),
+    ("normal(stddev=0.2)", keras.initializers.RandomNormal, {"stddev": 0.2}),
     ({"class_name": "XavierNormal", "config": {"gain": 3.0}}, keras_inits.XavierNormal,
      {"gain": 3.0}),
     ({"class_name": "he_uniform", "config": {"seed": 4}}, keras.initializers.HeUniform,
@@ -149,6 +177,8 @@ def test_instances_callables_and_none_pass_through():
 BAD_SPECS = [
     ("xavier_normall", "Unknown initializer 'xavier_normall'.*Did you mean 'xavier_normal'"),
     ("he_normel", "Did you mean.*'he_normal'"),
+    ("qqqqqq", r"Unknown initializer 'qqqqqq'.*Closest names: '\w+'"),
+    ("xavier_normal(gain={[1]: 2})", r"value of 'gain' \(\{\[1\]: 2\}\) is not a Python literal"),
     ("xavier_normal(gian=2)", r"takes no argument 'gian'\. Its arguments are: gain, layout, seed"),
     ("random_normal(0.1)", "positional"),
     ("xavier_normal(gain=", "Cannot parse initializer spec 'xavier_normal\\(gain='"),
