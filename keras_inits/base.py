@@ -68,10 +68,16 @@ def check_seed(seed: int | None) -> int | None:
     return int(seed)
 
 
-def check_positive(name: str, value: float) -> float:
-    """Refuses non-numbers, non-finite and non-positive values of argument `name`."""
+def check_number(name: str, value: float) -> float:
+    """Refuses anything but a real number (bools included) for argument `name`."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}: {value!r}.")
+    return float(value)
+
+
+def check_positive(name: str, value: float) -> float:
+    """Refuses non-numbers, non-finite and non-positive values of argument `name`."""
+    check_number(name, value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {name}={value!r}.")
     return float(value)

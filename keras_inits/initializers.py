@@ -18,6 +18,7 @@ from keras_inits.base import (
     FanScaling,
     SeededInitializer,
     check_choice,
+    check_number,
     check_positive,
     split_seed,
 )
@@ -372,9 +373,8 @@ class Sparse(SeededInitializer):
     """
 
     def __init__(self, sparsity: float = 0.9, stddev: float = 0.01, seed: int | None = None):
-        for name, value in (("sparsity", sparsity), ("stddev", stddev)):
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                raise TypeError(f"{name} must be a number, got {value!r}.")
+        check_number("sparsity", sparsity)
+        check_number("stddev", stddev)
         if not 0 <= sparsity < 1:
             raise ValueError(f"sparsity must be in [0, 1), got sparsity={sparsity!r}.")
         if not (math.isfinite(stddev) and stddev >= 0):
