@@ -80,14 +80,11 @@ def describe() -> str:
     """One paragraph per preset: its description and the settings it sets."""
     from experiments.config import ExperimentConfig  # config imports this module
 
-    defaults = dataclasses.asdict(ExperimentConfig())
+    # The lesson sets nothing over the defaults, so it lists the defaults themselves.
+    defaults = ExperimentConfig().results_settings()
     paragraphs = []
     for preset in PRESETS.values():
-        settings = preset.settings or {
-            name: value
-            for name, value in defaults.items()
-            if name not in ("preset", "logdir", "experiment", "overwrite", "verbose")
-        }
+        settings = preset.settings or defaults
         lines = [f"{preset.name}: {preset.description}"]
         lines += [f"    --{name}={_flag_value(value)}" for name, value in settings.items()]
         paragraphs.append("\n".join(lines))
