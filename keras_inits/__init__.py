@@ -4,9 +4,16 @@ After `import keras_inits`, `Dense(64, kernel_initializer="xavier_normal")`
 works in any Keras layer, on the TensorFlow, JAX and PyTorch backends, and a
 model using these names saves to and reloads from `.keras` files (in a process
 that has imported keras_inits).
+
+For any built model: `reinitialize` (every kernel with the fans of its layer
+type), `lsuv` (data-dependent unit-variance init), `diagnose` (signal
+propagation in numbers and words) and the `SignalHistograms` callback
+(activation and gradient histograms in TensorBoard during `fit`).
 """
 
 from keras_inits.base import CheckedInitializer, FanScaling, SeededInitializer
+from keras_inits.callbacks import SignalHistograms
+from keras_inits.diagnosis import Diagnosis, Verdict, diagnose
 from keras_inits.fans import LAYOUTS, compute_fans
 from keras_inits.gains import calculate_gain
 from keras_inits.initializers import (
@@ -19,7 +26,9 @@ from keras_inits.initializers import (
     XavierNormal,
     XavierUniform,
 )
+from keras_inits.lsuv import LSUVReport, lsuv
 from keras_inits.registry import INITIALIZERS, get, names, parse_spec, register_names, reseed
+from keras_inits.reinit import ReinitReport, reinitialize
 
 __version__ = "0.1.0"
 
@@ -28,21 +37,29 @@ __all__ = [
     "LAYOUTS",
     "CheckedInitializer",
     "DeltaOrthogonal",
+    "Diagnosis",
     "Dirac",
     "FanScaling",
     "KaimingNormal",
     "KaimingUniform",
+    "LSUVReport",
+    "ReinitReport",
     "SeededInitializer",
+    "SignalHistograms",
     "Sparse",
     "StandardUniform",
+    "Verdict",
     "XavierNormal",
     "XavierUniform",
     "calculate_gain",
     "compute_fans",
+    "diagnose",
     "get",
+    "lsuv",
     "names",
     "parse_spec",
     "register_names",
+    "reinitialize",
     "reseed",
 ]
 

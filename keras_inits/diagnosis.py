@@ -1,0 +1,300 @@
+"""`diagnose`: signal propagation through any model at its current weights, in numbers and words.
+
+Verdicts and their thresholds (`THRESHOLDS`), over the layers with a kernel in
+forward order (a softmax layer's probabilities are left out of the activation
+checks: they are not a signal that should keep its scale):
+
+- vanishing / exploding activations: the output std of the deepest layer is
+  more than `depth_ratio` (10x) smaller / larger than the first layer's.
+- vanishing / exploding gradients: dLoss/d(output) at the first layer is more
+  than 10x smaller / larger than at the deepest layer (softmax layers left out
+  here too: the softmax Jacobian rescales the gradient by itself).
+- saturated layer: more than `saturated` (50%) of a tanh/sigmoid-like layer's
+  outputs are saturated (|a| > 0.9, or a outside (0.1, 0.9) for sigmoid).
+- dead layer: more than `dead` (50%) of a ReLU layer's units are never active
+  on the batch.
+- no signal: a layer whose output std is 0; non-finite: NaN or inf outputs or
+  gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_inits import tables
+from keras_inits.signals import SignalProbe
+
+THRESHOLDS: dict[str, float] = {"depth_ratio": 10.0, "saturated": 0.5, "dead": 0.5}
+_COLUMNS = [
+    ("name", "layer"),
+    ("activation", "activation"),
+    ("output_mean", "mean"),
+    ("output_std", "std"),
+    ("gradient_std", "grad std"),
+    ("weight_gradient_std", "w-grad std"),
+    ("saturated_fraction", "saturated"),
+    ("dead_fraction", "dead"),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One finding: `kind` (e.g. "vanishing_activations"), the layers it is about, in words."""
+
+    kind: str
+    layers: tuple[str, ...]
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclasses.dataclass
+class Diagnosis:
+    """Per-layer signal statistics of a model on a batch, and verdicts in words.
+
+    Attributes:
+        layers: one dict per layer with a kernel, in forward order: name, path,
+            activation, output_mean, output_std, gradient_std (of dLoss/d output),
+            weight_gradient_std, weight_std, saturated_fraction (None for
+            unbounded activations), dead_fraction (None unless ReLU-like).
+        verdicts: what is wrong and where; empty when every check passes.
+        loss: the loss on the batch (the surrogate's value when `surrogate`).
+        surrogate: whether the loss is the surrogate (no `y` given).
+    """
+
+    layers: list[dict[str, Any]]
+    verdicts: list[Verdict]
+    loss: float
+    surrogate: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: `{"layers": [...], "verdicts": [str, ...], "findings": [...], ...}`."""
+        return {
+            "layers": [dict(layer) for layer in self.layers],
+            "verdicts": [verdict.message for verdict in self.verdicts],
+            "findings": [dataclasses.asdict(verdict) for verdict in self.verdicts],
+            "loss": self.loss,
+            "surrogate_loss": self.surrogate,
+        }
+
+    def table(self) -> str:
+        """The layers as a text table, then the verdicts."""
+        loss = "surrogate loss" if self.surrogate else "loss"
+        lines = [tables.render(self.layers, _COLUMNS), f"{loss}: {self.loss:.4g}"]
+        if self.verdicts:
+            lines += [f"- {verdict.message}" for verdict in self.verdicts]
+        else:
+            lines.append("No problem found (keras_inits.diagnosis.THRESHOLDS lists the checks).")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot(self, path: str | Path, title: str | None = None) -> Path:
+        """Writes the depth profile (activation and gradient std per layer) as a PNG."""
+        return plot_profiles(path, {title or "model": self})
+
+
+def diagnose(
+    model: keras.layers.Layer, x: Any, y: Any = None, *, loss: Any = None
+) -> Diagnosis:
+    """Signal propagation through `model` at its current weights, on the batch `x`.
+
+    One forward and one backward pass in inference mode (dropout off, batch
+    norm on its moving statistics), through the backend's own autodiff. The
+    weights are not changed.
+
+    Example:
+
+    >>> model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+    >>> print(keras_inits.diagnose(model, x))          # surrogate loss
+    >>> keras_inits.diagnose(model, x, y, loss="sparse_categorical_crossentropy").to_dict()
+
+    Args:
+        model: a built Sequential, Functional or subclassed model.
+        x: one batch of inputs.
+        y: its targets; without them the loss is the surrogate described in
+            `keras_inits.signals` (unit-variance noise back-propagated from the output).
+        loss: with `y`: a Keras loss name or callable; default the compiled loss.
+
+    Returns:
+        A `Diagnosis`: `print` it, `.to_dict()`, `.plot(path)`.
+    """
+    probe = SignalProbe(model, x, y, loss=loss)
+    signals = probe.compute()
+    rows = []
+    for tap, stats in zip(probe.taps, signals.statistics(), strict=True):
+        row = {"name": tap.name, "path": tap.path, "activation": tap.activation}
+        row.update({key: _number(value) for key, value in stats.items()})
+        rows.append(row)
+    return Diagnosis(rows, find_verdicts(rows), _number(signals.loss), y is None)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(keras.ops.convert_to_numpy(value))
+
+
+def _fold(change: float) -> str:
+    """How many times smaller, in words: '9.3x', or 'to 0' when nothing is left."""
+    return f"{1 / change:.3g}x" if change > 0 else "to 0"
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    if denominator == 0:
+        return math.inf if numerator > 0 else 1.0
+    return numerator / denominator
+
+
+def find_verdicts(
+    rows: Sequence[Mapping[str, Any]], thresholds: Mapping[str, float] = THRESHOLDS
+) -> list[Verdict]:
+    """The verdicts for per-layer rows in forward order (see the module docstring)."""
+    verdicts: list[Verdict] = []
+    for row in rows:
+        values = [row[k] for k in ("output_std", "gradient_std") if row[k] is not None]
+        if any(not math.isfinite(value) for value in values):
+            verdicts.append(
+                Verdict(
+                    "non_finite",
+                    (row["name"],),
+                    f"{row['name']}: non-finite outputs or gradients (NaN or inf); the weights "
+                    "are far too large or the input holds NaN.",
+                )
+            )
+            return verdicts
+    for row in rows:
+        if row["output_std"] == 0:
+            verdicts.append(
+                Verdict(
+                    "no_signal",
+                    (row["name"],),
+                    f"{row['name']}: output is constant on the batch (std 0); no signal passes "
+                    "this layer (zero kernel, or dead units upstream).",
+                )
+            )
+    ratio_limit = thresholds["depth_ratio"]
+    signal = [row for row in rows if row["activation"] != "softmax"]
+    if len(signal) >= 2:
+        first, last = signal[0], signal[-1]
+        change = _ratio(last["output_std"], first["output_std"])
+        span = f"from {first['name']} to {last['name']} ({len(signal)} layers)"
+        if change < 1 / ratio_limit:
+            verdicts.append(
+                Verdict(
+                    "vanishing_activations",
+                    (first["name"], last["name"]),
+                    f"Vanishing activations: output std falls {_fold(change)} {span}, "
+                    f"{first['output_std']:.3g} -> {last['output_std']:.3g}.",
+                )
+            )
+        elif change > ratio_limit:
+            verdicts.append(
+                Verdict(
+                    "exploding_activations",
+                    (first["name"], last["name"]),
+                    f"Exploding activations: output std grows {change:.3g}x {span}, "
+                    f"{first['output_std']:.3g} -> {last['output_std']:.3g}.",
+                )
+            )
+    if len(signal) >= 2 and signal[0]["gradient_std"] is not None:
+        first, last = signal[0], signal[-1]
+        change = _ratio(first["gradient_std"], last["gradient_std"])
+        if change < 1 / ratio_limit:
+            verdicts.append(
+                Verdict(
+                    "vanishing_gradients",
+                    (first["name"], last["name"]),
+                    f"Vanishing gradients: dLoss/d(output) is {_fold(change)} smaller at "
+                    f"{first['name']} than at {last['name']}; the first layers will barely learn.",
+                )
+            )
+        elif change > ratio_limit:
+            verdicts.append(
+                Verdict(
+                    "exploding_gradients",
+                    (first["name"], last["name"]),
+                    f"Exploding gradients: dLoss/d(output) is {change:.3g}x larger at "
+                    f"{first['name']} than at {last['name']}.",
+                )
+            )
+    verdicts += _fraction_verdicts(
+        rows,
+        "saturated_fraction",
+        thresholds["saturated"],
+        "saturated",
+        "Saturated: {} of {} outputs",
+        "saturated units pass almost no gradient",
+    )
+    verdicts += _fraction_verdicts(
+        rows,
+        "dead_fraction",
+        thresholds["dead"],
+        "dead_units",
+        "Dead units: {} of {} units never active on the batch",
+        "they get no gradient and will not recover",
+    )
+    return verdicts
+
+
+def _fraction_verdicts(
+    rows: Sequence[Mapping[str, Any]],
+    key: str,
+    limit: float,
+    kind: str,
+    template: str,
+    consequence: str,
+) -> list[Verdict]:
+    """One verdict naming every layer whose `key` fraction exceeds `limit`."""
+    over = [row for row in rows if row[key] is not None and row[key] > limit]
+    if not over:
+        return []
+    title, detail = template.split(": ", 1)
+    parts = [
+        f"{row['name']} ({detail.format(f'{row[key]:.0%}', row['activation'])})" for row in over
+    ]
+    message = f"{title}: {', '.join(parts)}; {consequence}."
+    return [Verdict(kind, tuple(row["name"] for row in over), message)]
+
+
+def plot_profiles(path: str | Path, diagnoses: Mapping[str, Diagnosis]) -> Path:
+    """Activation std and back-propagated gradient std per layer, one line per diagnosis.
+
+    The figure the harness draws for its own models (Glorot & Bengio's Figs. 6-7),
+    for any model; several diagnoses of the same model (one per initializer, say)
+    share the axes.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    activations, gradients = figure.subplots(1, 2, sharex=True)
+    names: list[str] = []
+    for label, diagnosis in diagnoses.items():
+        names = [row["name"] for row in diagnosis.layers] if len(diagnosis.layers) > len(
+            names
+        ) else names
+        x = np.arange(1, len(diagnosis.layers) + 1)
+        for axes, key in ((activations, "output_std"), (gradients, "gradient_std")):
+            values = [np.nan if row[key] is None else row[key] for row in diagnosis.layers]
+            axes.plot(x, values, marker="o", markersize=3, label=label)
+    activations.set_title("activation std per layer")
+    gradients.set_title("back-propagated gradient std dL/d(output)")
+    for axes in (activations, gradients):
+        axes.set_yscale("log")
+        axes.grid(alpha=0.3)
+        axes.set_xlabel("layer (forward order)")
+        step = max(1, len(names) // 12)
+        axes.set_xticks(np.arange(1, len(names) + 1)[::step], names[::step], rotation=60,
+                        fontsize="x-small", ha="right")
+    gradients.legend(fontsize="small")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path

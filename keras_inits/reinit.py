@@ -1,0 +1,310 @@
+"""`reinitialize`: re-draws every kernel of a built model with the fans of its layer type."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+import keras
+import numpy as np
+
+from keras_inits import tables
+from keras_inits.base import FanScaling, check_choice, check_seed, split_seed
+from keras_inits.fans import compute_fans
+from keras_inits.kernels import Kernel, KernelPlan, find_kernels, own_biases
+from keras_inits.registry import get, reseed
+
+_MAX_SEED = 2**31 - 1
+# Initializers whose draws are i.i.d. and ignore fans: one call for the whole kernel.
+_SHAPE_FREE = (
+    keras.initializers.RandomNormal,
+    keras.initializers.RandomUniform,
+    keras.initializers.TruncatedNormal,
+    keras.initializers.Zeros,
+    keras.initializers.Ones,
+    keras.initializers.Constant,
+)
+Selector = str | type | Callable[[keras.layers.Layer], bool]
+
+
+def kernel_seed(seed: int, kernel: Kernel) -> int:
+    """The seed of one kernel: mixed from the run's seed and the kernel's position in
+    `model.weights`, the same in every process and for every rebuild of the same
+    architecture (whatever numbers Keras appended to the layer names)."""
+    state = np.random.SeedSequence([seed, kernel.position]).generate_state(1)[0]
+    return int(state) % _MAX_SEED
+
+
+def _fan(mode: str, fan_in: float, fan_out: float) -> float:
+    return max(1.0, {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode])
+
+
+def _with_fans(
+    initializer: Any, shape: tuple[int, ...], plan: KernelPlan, seed: int
+) -> keras.initializers.Initializer | None:
+    """A fan-based initializer rescaled so that, called on `shape`, it draws with the
+    plan's fans; None for initializers that are not fan-based.
+
+    Both Keras's `VarianceScaling` family and our `FanScaling` divide `scale` by
+    the fan they read from the shape, so multiplying `scale` by
+    `that fan / right fan` gives exactly the variance of the right fans.
+    """
+    if isinstance(initializer, FanScaling):
+        make = FanScaling
+    elif isinstance(initializer, keras.initializers.VarianceScaling):
+        make = keras.initializers.VarianceScaling
+    else:
+        return None
+    mode = initializer.mode
+    read = _fan(mode, *compute_fans(shape))
+    right = _fan(mode, plan.fan_in, plan.fan_out)
+    return make(
+        scale=initializer.scale * read / right,
+        mode=mode,
+        distribution=initializer.distribution,
+        seed=seed,
+    )
+
+
+def _seeded(initializer: Any, seed: int) -> Any:
+    config = initializer.get_config() if hasattr(initializer, "get_config") else {}
+    return reseed(initializer, seed) if "seed" in config else initializer
+
+
+def draw(initializer: Any, kernel: Kernel, seed: int, dtype: str | None = None):
+    """New values for `kernel` from `initializer`, with the kernel's plan.
+
+    Fan-based initializers draw the whole kernel in one call with the plan's
+    fans; initializers that ignore fans draw it in one call too; any other
+    (orthogonal, identity, dirac, delta_orthogonal, a callable) draws each block
+    of the plan with its own seed, in Keras's `(..., in, out)` block layout.
+    """
+    shape = tuple(kernel.variable.shape)
+    dtype = dtype or kernel.variable.dtype
+    plan = kernel.plan
+    scaled = _with_fans(initializer, shape, plan, seed)
+    if scaled is not None:
+        return scaled(shape, dtype=dtype)
+    if isinstance(initializer, _SHAPE_FREE):
+        return _seeded(initializer, seed)(shape, dtype=dtype)
+    seeds = split_seed(seed, plan.groups)
+    blocks = [_seeded(initializer, s)(plan.block_shape, dtype=dtype) for s in seeds]
+    return plan.assemble(keras.ops.stack(blocks))
+
+
+@dataclasses.dataclass
+class ReinitReport:
+    """What `reinitialize` did: one row per weight it wrote, in model order.
+
+    Each row: `path` (the layer's path in the model), `weight`, `shape`,
+    `layout` (the fan rule used), `fan_in`, `fan_out`, `initializer`, `std` (of
+    the values drawn). Bias rows have no fans. `print(report)` shows the table;
+    `to_dict()` gives the rows as JSON-ready data.
+    """
+
+    rows: list[dict[str, Any]]
+    kept: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": [dict(row) for row in self.rows], "kept": self.kept}
+
+    def table(self) -> str:
+        columns = [
+            ("path", "layer"),
+            ("weight", "weight"),
+            ("shape", "shape"),
+            ("layout", "layout"),
+            ("fan_in", "fan_in"),
+            ("fan_out", "fan_out"),
+            ("initializer", "initializer"),
+            ("std", "std drawn"),
+        ]
+        note = f"\n{len(self.rows)} weights written; {self.kept} other weights kept as they were."
+        return tables.render(self.rows, columns) + note
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _selector(include: Selector | Sequence[Selector] | None, kernels: Sequence[Kernel]):
+    """A predicate on `Kernel` from names, layer types or predicates (any mix)."""
+    if include is None:
+        return lambda kernel: True
+    items = [include] if isinstance(include, (str, type)) or callable(include) else list(include)
+    if not items:
+        raise ValueError("include is empty: give layer names, layer types or a predicate.")
+    known = {name for k in kernels for name in _names(k)}
+    for item in items:
+        if isinstance(item, str) and item not in known:
+            raise ValueError(
+                f"include names no layer with a kernel called {item!r}. Layers with kernels: "
+                f"{', '.join(sorted({k.owner.name for k in kernels}))}."
+            )
+        if not isinstance(item, (str, type)) and not callable(item):
+            raise TypeError(
+                f"include takes layer names, layer classes or a predicate(layer) -> bool; "
+                f"got {type(item).__name__}: {item!r}."
+            )
+
+    def matches(kernel: Kernel) -> bool:
+        for item in items:
+            if isinstance(item, str):
+                if item in _names(kernel):
+                    return True
+            elif isinstance(item, type):
+                if isinstance(kernel.layer, item) or isinstance(kernel.owner, item):
+                    return True
+            elif item(kernel.owner) or (kernel.layer is not kernel.owner and item(kernel.layer)):
+                return True
+        return False
+
+    return matches
+
+
+def _names(kernel: Kernel) -> set[str]:
+    """A kernel answers to its layer's name, its owner's name and its layer path."""
+    return {kernel.layer.name, kernel.owner.name, kernel.path.rsplit("/", 1)[0]}
+
+
+def _initial_bias(layer: keras.layers.Layer, variable: keras.Variable):
+    """Zeros, except the forget gate of an LSTM cell built with `unit_forget_bias`."""
+    values = np.zeros(tuple(variable.shape), dtype=variable.dtype)
+    if getattr(layer, "unit_forget_bias", False) and values.ndim == 1:
+        units = values.shape[0] // 4
+        values[units : 2 * units] = 1.0
+    return values
+
+
+def _row(kernel: Kernel, values, initializer: str) -> dict[str, Any]:
+    return {
+        "path": kernel.path.rsplit("/", 1)[0],
+        "weight": kernel.variable.name,
+        "shape": tuple(kernel.variable.shape),
+        "layout": kernel.plan.layout,
+        "fan_in": kernel.plan.fan_in,
+        "fan_out": kernel.plan.fan_out,
+        "initializer": initializer,
+        "std": float(np.std(keras.ops.convert_to_numpy(values))),
+    }
+
+
+def _describe(initializer: Any) -> str:
+    if isinstance(initializer, keras.initializers.Initializer):
+        return type(initializer).__name__
+    return getattr(initializer, "__name__", type(initializer).__name__)
+
+
+def reinitialize(
+    model: keras.layers.Layer,
+    initializer: Any,
+    *,
+    seed: int | None = None,
+    include: Selector | Iterable[Selector] | None = None,
+    biases: Literal["zeros", "keep"] = "zeros",
+    recurrent: Any = "orthogonal",
+) -> ReinitReport:
+    """Re-draws every kernel of a built model with the fans that are right for its layer.
+
+    Keras reads every kernel as `(..., in, out)`, which gives wrong fans for
+    transposed, depthwise, grouped, einsum and RNN kernels. `reinitialize` reads
+    them per layer type (the table in `keras_inits.kernels`), for Sequential,
+    Functional and subclassed models alike, nested models and layers inside layers
+    (MultiHeadAttention's projections, Bidirectional RNNs...) included.
+    Normalization layers and every other non-kernel weight are left untouched.
+
+    Example:
+
+    >>> model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
+    >>> report = keras_inits.reinitialize(model, "kaiming_normal", seed=0)
+    >>> print(report)  # one row per weight: fans, layout and the std drawn
+
+    Args:
+        model: a built Keras model or layer.
+        initializer: anything `keras_inits.get` takes, for every kernel but the
+            recurrent ones. Fan-based initializers (keras_inits's and Keras's
+            `VarianceScaling` family) get the layer's fans; structured ones
+            (orthogonal, dirac, delta_orthogonal...) are drawn per block (per
+            group, gate or depthwise channel).
+        seed: an int makes the weights the same in every process. Each kernel
+            gets its own seed, mixed from `seed` and its position in
+            `model.weights`. None takes the initializer's own seed if it has
+            one, else a fresh one from Python's `random` (so
+            `keras.utils.set_random_seed` makes the call reproducible).
+        include: layer names (or paths), layer classes or a predicate
+            `layer -> bool`, alone or in a list: only matching layers are
+            re-initialized (kernels and biases). None: every layer with a kernel.
+        biases: "zeros" resets the biases of the re-initialized layers (an LSTM
+            built with `unit_forget_bias` gets ones on its forget gate, as Keras
+            builds it); "keep" leaves them.
+        recurrent: the initializer of RNN recurrent kernels, drawn gate by gate
+            ("orthogonal", as Keras's default, makes each gate's recurrent matrix
+            orthogonal); "keep" leaves them.
+
+    Returns:
+        A `ReinitReport`: `print` it for the table, `to_dict()` for the rows.
+
+    Raises:
+        TypeError: `model` is not a Keras model or layer; a bad `include` item.
+        ValueError: an unbuilt model, no kernel to re-initialize, an unknown
+            initializer, layer name or `biases` option.
+    """
+    check_choice("biases", biases, ("zeros", "keep"))
+    kernels = find_kernels(model)
+    if not kernels:
+        raise ValueError(
+            f"Model {model.name!r} has no layer with a kernel (Dense, Conv, EinsumDense, "
+            "Embedding, RNN...): nothing to re-initialize."
+        )
+    selected = [k for k in kernels if _selector(include, kernels)(k)]
+    main = get(initializer)
+    if main is None:
+        raise ValueError("initializer is None; give a name such as 'xavier_normal'.")
+    for_recurrent = None if recurrent == "keep" else get(recurrent)
+    base_seed = _base_seed(seed, main)
+
+    rows, written = [], set()
+    for kernel in selected:
+        chosen = for_recurrent if kernel.role == "recurrent" else main
+        if chosen is None:
+            continue
+        values = draw(chosen, kernel, kernel_seed(base_seed, kernel))
+        kernel.variable.assign(values)
+        written.add(id(kernel.variable))
+        rows.append(_row(kernel, values, _describe(chosen)))
+        if biases == "zeros" and kernel.primary:
+            for bias in own_biases(kernel.layer):
+                if id(bias) not in written:
+                    bias.assign(_initial_bias(kernel.layer, bias))
+                    written.add(id(bias))
+                    rows.append(_bias_row(kernel, bias))
+    total = len({id(v) for v in model.weights})
+    return ReinitReport(rows, kept=total - len(written))
+
+
+def _bias_row(kernel: Kernel, bias: keras.Variable) -> dict[str, Any]:
+    return {
+        "path": bias.path.rsplit("/", 1)[0],
+        "weight": bias.name,
+        "shape": tuple(bias.shape),
+        "layout": "bias",
+        "fan_in": None,
+        "fan_out": None,
+        "initializer": "forget gate 1" if getattr(kernel.layer, "unit_forget_bias", False)
+        else "zeros",
+        "std": float(np.std(keras.ops.convert_to_numpy(bias))),
+    }
+
+
+def _base_seed(seed: int | None, initializer: Any) -> int:
+    seed = check_seed(seed)
+    if seed is not None:
+        return seed
+    own = getattr(initializer, "seed", None)
+    if isinstance(own, int):
+        return own
+    return random.randint(0, _MAX_SEED)

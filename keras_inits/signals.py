@@ -1,0 +1,216 @@
+"""Signal propagation on a fixed batch: what each layer outputs and what flows back into it.
+
+`SignalProbe(model, x, y, loss=...)` taps every layer with a kernel (see
+`keras_inits.taps`), and `compute()` returns, per layer in forward order, its
+output, the back-propagated gradient dLoss/d(output), the gradient of its
+kernel and the kernel, through the backend's own autodiff. `statistics()`
+reduces them to the numbers `diagnose` reports and `SignalHistograms` logs.
+Everything here is `keras.ops`, so under TensorFlow the whole computation
+can run inside one `tf.function`.
+
+The loss: with `y`, the given loss (or the model's compiled one), averaged
+over the batch. Without `y`, a surrogate: `sum(output * g) / batch` with `g` a
+fixed standard-normal tensor, so dLoss/d(model output) is unit-variance noise
+(scaled by 1/batch) and each layer's gradient std measures how the backward
+pass carries a unit signal down to it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_inits.autodiff import gradients
+from keras_inits.taps import Tap, forward_order, intercept, main_output, replace_main_output
+
+# Saturation as Glorot & Bengio measure it: tanh'(a) = 1 - a^2 < 0.19 for |a| > 0.9.
+SATURATED_ABOVE = 0.9
+_SYMMETRIC_BOUNDED = ("tanh", "softsign", "hard_tanh")
+_UNIT_BOUNDED = ("sigmoid", "hard_sigmoid")
+_RELU_LIKE = ("relu", "relu6")
+
+
+def saturation(activation: str | None, outputs: Any) -> Any | None:
+    """The fraction of saturated outputs, or None where saturation is undefined.
+
+    tanh, softsign, hard_tanh (range (-1, 1)): |a| > 0.9. sigmoid, hard_sigmoid
+    (range (0, 1)): a outside (0.1, 0.9). Unbounded activations: None.
+    """
+    ops = keras.ops
+    if activation in _SYMMETRIC_BOUNDED:
+        return ops.mean(ops.cast(ops.abs(outputs) > SATURATED_ABOVE, "float32"))
+    if activation in _UNIT_BOUNDED:
+        return ops.mean(ops.cast(ops.abs(outputs - 0.5) >= SATURATED_ABOVE - 0.5, "float32"))
+    return None
+
+
+def dead_units(activation: str | None, outputs: Any) -> Any | None:
+    """The fraction of units (last axis: features or channels) that are never positive
+    anywhere in the batch, for ReLU-like activations; None for others."""
+    if activation not in _RELU_LIKE:
+        return None
+    ops = keras.ops
+    flat = ops.reshape(outputs, (-1, outputs.shape[-1]))
+    active = ops.cast(ops.max(flat, axis=0) > 0, "float32")
+    return 1.0 - ops.mean(active)
+
+
+@dataclasses.dataclass
+class Signals:
+    """One probe's tensors, per tapped layer in forward order (backend tensors)."""
+
+    taps: list[Tap]
+    loss: Any
+    outputs: list[Any]
+    output_gradients: list[Any]
+    kernel_gradients: list[Any]
+
+    @property
+    def kernels(self) -> list[Any]:
+        return [tap.kernel.variable.value for tap in self.taps]
+
+    def statistics(self) -> list[dict[str, Any]]:
+        """Per layer: output_mean, output_std, gradient_std, weight_gradient_std,
+        weight_std, saturated_fraction and dead_fraction (None where undefined), as
+        scalar tensors."""
+        ops = keras.ops
+        rows = []
+        for tap, output, d_output, d_kernel in zip(
+            self.taps, self.outputs, self.output_gradients, self.kernel_gradients, strict=True
+        ):
+            output = ops.cast(output, "float32")
+            rows.append(
+                {
+                    "output_mean": ops.mean(output),
+                    "output_std": ops.std(output),
+                    "gradient_std": _std(d_output),
+                    "weight_gradient_std": _std(d_kernel),
+                    "weight_std": ops.std(ops.cast(tap.kernel.variable.value, "float32")),
+                    "saturated_fraction": saturation(tap.activation, output),
+                    "dead_fraction": dead_units(tap.activation, output),
+                }
+            )
+        return rows
+
+
+def _std(values: Any) -> Any | None:
+    return None if values is None else keras.ops.std(keras.ops.cast(values, "float32"))
+
+
+class SignalProbe:
+    """Per-layer signals of `model` on the fixed batch `(x, y)`.
+
+    Construction runs the model once on `x` (in inference mode) to find the
+    forward order of the layers with a kernel and to check that `x` fits.
+
+    Args:
+        model: a built Keras model (Sequential, Functional or subclassed).
+        x: one batch of inputs (array, tensor, or a list/dict for several inputs).
+        y: the batch's targets, or None for the surrogate loss.
+        loss: anything `keras.losses.get` takes, or a callable
+            `(y_true, y_pred) -> loss`; default: the model's compiled loss.
+            Only with `y`.
+        seed: seed of the surrogate loss's fixed noise.
+    """
+
+    def __init__(
+        self,
+        model: keras.layers.Layer,
+        x: Any,
+        y: Any = None,
+        *,
+        loss: Any = None,
+        seed: int = 0,
+    ):
+        self.model = model
+        self.taps, self._specs, outputs = forward_order(model, x)
+        self.x = x
+        self.y = y
+        self._loss = resolve_loss(model, y, loss)
+        flat = keras.tree.flatten(outputs)
+        rng = np.random.default_rng(seed)
+        self._noise = [rng.standard_normal(tuple(o.shape)).astype("float32") for o in flat]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [tap.name for tap in self.taps]
+
+    def compute(self) -> Signals:
+        """One forward and backward pass on the probe batch; no weight changes."""
+        taps = self.taps
+        position = {id(tap): i for i, tap in enumerate(taps)}
+
+        def forward(perturbations):
+            outputs: list[Any] = [None] * len(taps)
+
+            def hook(tap, call, args, kwargs):
+                result = call(*args, **kwargs)
+                i = position.get(id(tap))
+                if i is None or outputs[i] is not None:  # unused in order, or a second call
+                    return result
+                outputs[i] = main_output(result)
+                return replace_main_output(result, outputs[i] + perturbations[i])
+
+            with intercept(taps, hook):
+                predictions = self.model(self.x, training=False)
+            return self._loss_value(predictions), outputs
+
+        kernels = [tap.kernel.variable for tap in taps]
+        loss, outputs, d_outputs, d_kernels = gradients(forward, self._specs, kernels)
+        return Signals(taps, loss, outputs, d_outputs, d_kernels)
+
+    def _loss_value(self, predictions: Any) -> Any:
+        ops = keras.ops
+        flat = keras.tree.flatten(predictions)
+        if self._loss is None:
+            total = sum(
+                ops.sum(ops.cast(p, "float32") * noise)
+                for p, noise in zip(flat, self._noise, strict=True)
+            )
+            return total / flat[0].shape[0]
+        targets = keras.tree.flatten(self.y)
+        if len(targets) != len(flat):
+            raise ValueError(
+                f"y has {len(targets)} target(s) but the model has {len(flat)} output(s); "
+                "give one target per output, in the order of model.outputs."
+            )
+        return sum(
+            ops.mean(self._loss(target, prediction))
+            for target, prediction in zip(targets, flat, strict=True)
+        )
+
+
+def resolve_loss(model: keras.layers.Layer, y: Any, loss: Any) -> Callable | None:
+    """The loss function to differentiate, or None for the surrogate."""
+    if y is None:
+        if loss is not None:
+            raise ValueError(
+                "loss= was given without y: pass the batch's targets as y, or drop loss= "
+                "to use the surrogate loss."
+            )
+        return None
+    if loss is None:
+        loss = getattr(model, "loss", None)
+        if loss is None:
+            raise ValueError(
+                "A loss is needed with y: pass loss= (e.g. "
+                "loss='sparse_categorical_crossentropy'), or compile the model first."
+            )
+    if isinstance(loss, (list, tuple, dict)):
+        raise ValueError(
+            f"Give one loss for all outputs (a name, a keras.losses.Loss or a callable), "
+            f"got {type(loss).__name__}."
+        )
+    if callable(loss) and not isinstance(loss, str):
+        return loss
+    try:
+        return keras.losses.get(loss)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"Unknown loss {loss!r}: use a keras.losses name such as "
+            "'sparse_categorical_crossentropy' or 'mse', or a callable."
+        ) from None
