@@ -212,8 +212,8 @@ def find_verdicts(
                 Verdict(
                     "vanishing_gradients",
                     (first["name"], last["name"]),
-                    f"Vanishing gradients: dLoss/d(output) is {_fold(change)} smaller at "
-                    f"{first['name']} than at {last['name']}; the first layers will barely learn.",
+                    f"Vanishing gradients: dLoss/d(output) shrinks {_fold(change)} from "
+                    f"{last['name']} back to {first['name']}; the first layers will barely learn.",
                 )
             )
         elif change > ratio_limit:
