@@ -39,7 +39,8 @@ import tensorflow as tf
 
 from experiments import config as config_lib
 from experiments import data as data_lib
-from experiments import models, probes, training
+from experiments import models, training
+from keras_inits import SignalHistograms
 
 VARIANTS = ("histograms on", "histograms off", "keras TensorBoard")
 
@@ -88,7 +89,7 @@ def training_table(settings, dataset, repeats: int) -> tuple[list[str], float]:
 
 def _reference_snapshot(model: keras.Model, x, y, writer, bucketing: bool):
     """The probe's tensors, bucketed by `tf.summary.histogram` (or not at all)."""
-    layers = models.probed_layers(model)
+    layers = [layer for layer in model.layers if layer.name.startswith(("hidden_", "output"))]
     names = [layer.name for layer in layers]
     chain = [layer for layer in model.layers if layer.name != "inputs"]
     kernels = [layer.kernel for layer in layers]
@@ -137,23 +138,26 @@ def snapshot_table(settings, dataset) -> tuple[list[str], float]:
     x = tf.constant(dataset.x_train[: settings.probe_size])
     y = tf.constant(dataset.y_train[: settings.probe_size])
     with tempfile.TemporaryDirectory() as root:
-        writer = tf.summary.create_file_writer(root)
-        probe = probes.Probe(model, x.numpy(), y.numpy(), "tanh", writer)
+        signals = SignalHistograms(
+            x.numpy(), y.numpy(), root, loss="sparse_categorical_crossentropy", subdir=""
+        )
+        signals.set_model(model)
+        writer = signals.writer
         step = tf.constant(1, tf.int64)
         plain = _reference_snapshot(model, x, y, writer, bucketing=False)
         tensorboard = _reference_snapshot(model, x, y, writer, bucketing=True)
         rows = {
             "forward+backward, no histograms": _milliseconds(lambda: plain(step)),
-            "harness probe (histogram_fixed_width)": _milliseconds(
-                lambda: probe(1, log_scalars=True, log_histograms=True)
+            "SignalHistograms snapshot (histogram_fixed_width)": _milliseconds(
+                lambda: signals.snapshot(1, scalars=True, histograms=True)
             ),
             "tf.summary.histogram": _milliseconds(lambda: tensorboard(step), calls=5),
         }
         writer.close()
-    count = len(probe.histogram_tags())
+    count = 4 * len(signals.layers)
     lines = [f"one snapshot: {count} histograms, probe batch {settings.probe_size}"]
     lines += [f"{name:<40}{ms:>8.1f} ms" for name, ms in rows.items()]
-    return lines, rows["harness probe (histogram_fixed_width)"]
+    return lines, rows["SignalHistograms snapshot (histogram_fixed_width)"]
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ TensorBoard and writes `summary.json`, `summary.csv` and `report.md` under
 
 import os
 
-# The harness uses TensorFlow directly (tf.function probes, tf.summary, tf.data).
+# The harness uses TensorFlow directly (tf.summary, tf.data); its probes are keras_inits's
+# SignalHistograms callback.
 # Choose it before Keras is first imported, unless the user chose a backend; an
 # explicit other backend is refused with a clear message by `config.validate`.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")

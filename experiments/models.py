@@ -42,7 +42,7 @@ def build(
     initializer: str,
     seed: int,
 ) -> keras.Model:
-    """A functional model (so the probes can tap each layer's output).
+    """A functional model whose layers with weights are `hidden_1..N` and `output`.
 
     Args:
         kind: "mlp" (Flatten, then `depth` Dense layers of `width` units) or "cnn"
@@ -98,9 +98,3 @@ def build(
         name=OUTPUT,
     )(x)
     return keras.Model(inputs, outputs, name=f"{kind}_{depth}x{width}_{activation}")
-
-
-def probed_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The hidden layers in order, then the output layer."""
-    hidden = [layer for layer in model.layers if layer.name.startswith("hidden_")]
-    return [*hidden, model.get_layer(OUTPUT)]

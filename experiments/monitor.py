@@ -1,4 +1,8 @@
-"""The Keras callback that watches one training run: clock, divergence, TensorBoard logs."""
+"""The Keras callback that watches one training run: clock, divergence, epoch logs.
+
+Histograms are `keras_inits.SignalHistograms`' job (the same callback users put
+in their own `fit`); this one adds the per-epoch metrics and signal scalars.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import time
 import keras
 import tensorflow as tf
 
-from experiments.probes import Probe
+from keras_inits import SignalHistograms
 
 # Keras's epoch logs -> the run's history keys and TensorBoard scalar tags.
 _EPOCH_METRICS = {
@@ -20,7 +24,7 @@ _EPOCH_METRICS = {
 
 
 class RunMonitor(keras.callbacks.Callback):
-    """Times the training loop, stops on a non-finite loss and logs probes and epoch metrics.
+    """Times the training loop, stops on a non-finite loss, logs epoch metrics and scalars.
 
     Clock (`train_seconds`): runs from the end of the first step (which
     includes tracing and compiling the train function) to the end of each
@@ -37,14 +41,12 @@ class RunMonitor(keras.callbacks.Callback):
             epoch, loss, accuracy, test_loss, test_accuracy.
     """
 
-    def __init__(self, probe: Probe, writer: tf.summary.SummaryWriter, histogram_every: int):
+    def __init__(self, signals: SignalHistograms):
         super().__init__()
-        self.probe = probe
-        self.writer = writer
-        self.histogram_every = histogram_every
+        self.signals = signals
+        self.writer = signals.writer
         self.step = 0
         self.diverged_at_step: int | None = None
-        self.last_histogram_step: int | None = None
         self.train_seconds = 0.0
         self.history: dict[str, list] = {"step": [], "epoch": []}
         self.history.update({key: [] for key, _ in _EPOCH_METRICS.values()})
@@ -67,9 +69,6 @@ class RunMonitor(keras.callbacks.Callback):
         if not math.isfinite(float(logs["loss"])):
             self.diverged_at_step = self.step
             self.model.stop_training = True
-        elif self.histogram_every and self.step % self.histogram_every == 0:
-            self.probe(self.step, log_scalars=False, log_histograms=True)
-            self.last_histogram_step = self.step
         if self.step == 1:
             self._start_clock()
 
@@ -79,7 +78,8 @@ class RunMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._stop_clock()  # when there is no validation
         self.record(epoch + 1, logs or {})
-        self.probe(self.step, log_scalars=True, log_histograms=False)
+        if self.signals.last_step != self.step:  # it logged its scalars at this step already
+            self.signals.snapshot(self.step, scalars=True, histograms=False)
         self.writer.flush()
 
     def record(self, epoch: int, logs: dict) -> None:

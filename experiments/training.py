@@ -25,7 +25,7 @@ from experiments import hparams, models
 from experiments.config import ExperimentConfig
 from experiments.data import Dataset
 from experiments.monitor import RunMonitor
-from experiments.probes import Probe
+from keras_inits import SignalHistograms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,19 @@ def train_run(
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    writer = tf.summary.create_file_writer(str(run_dir))
+    histograms_on = config.histogram_every > 0
+    # The same callback a user adds to their own fit: activation, gradient and weight
+    # histograms of every layer with a kernel, on a fixed probe batch.
+    signals = SignalHistograms(
+        data.x_train[: config.probe_size],
+        data.y_train[: config.probe_size],
+        log_dir=str(run_dir),
+        every_n_steps=config.histogram_every or 1,
+        loss="sparse_categorical_crossentropy",
+        subdir="",
+    )
+    signals.set_model(model)
+    writer = signals.writer
     hparams.write_run(
         writer,
         config,
@@ -122,9 +134,6 @@ def train_run(
         activation=activation,
         seed=seed,
     )
-    probe_x, probe_y = data.x_train[: config.probe_size], data.y_train[: config.probe_size]
-    probe = Probe(model, probe_x, probe_y, activation, writer)
-    histograms_on = config.histogram_every > 0
 
     # Step 0, before any update.
     train_eval = model.evaluate(
@@ -133,9 +142,9 @@ def train_run(
     test_eval = model.evaluate(
         data.x_test, data.y_test, batch_size=config.batch_size, verbose=0, return_dict=True
     )
-    monitor = RunMonitor(probe, writer, config.histogram_every)
+    monitor = RunMonitor(signals)
     monitor.record(0, {**train_eval, **{f"val_{name}": value for name, value in test_eval.items()}})
-    initial = probe(0, log_scalars=True, log_histograms=histograms_on)
+    initial = signals.snapshot(0, scalars=True, histograms=histograms_on)
 
     test_batches = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test)).batch(
         config.batch_size
@@ -145,16 +154,16 @@ def train_run(
         training_batches(data.x_train, data.y_train, config.batch_size, seed),
         epochs=config.epochs,
         validation_data=test_batches,
-        callbacks=[monitor, *callbacks],
+        callbacks=[monitor, *([signals] if histograms_on else []), *callbacks],
         shuffle=False,  # the dataset is already shuffled, reproducibly
         verbose=config.verbose,
     )
     fit_seconds = time.perf_counter() - started
 
-    final = probe(
+    final = signals.snapshot(
         monitor.step,
-        log_scalars=False,
-        log_histograms=histograms_on and monitor.last_histogram_step != monitor.step,
+        scalars=False,
+        histograms=histograms_on and signals.last_step != monitor.step,
     )
     writer.close()
 
@@ -177,11 +186,11 @@ def train_run(
         "diverged_at_step": monitor.diverged_at_step,
     }
     details = {
-        "layers": probe.layers,
+        "layers": initial.layers,
         "history": history,
         "profiles": {
-            "initial": {"step": 0, **initial.profile(probe.layers)},
-            "final": {"step": monitor.step, **final.profile(probe.layers)},
+            "initial": {"step": 0, **initial.profile()},
+            "final": {"step": monitor.step, **final.profile()},
         },
     }
     return RunResult(entry, details, fit_seconds)

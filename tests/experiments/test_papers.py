@@ -1,4 +1,4 @@
-"""The effects the papers report, measured at step 0 by the harness's own probe.
+"""The effects the papers report, measured at step 0 by `keras_inits.diagnose`.
 
 No training: each model is built with one initializer and probed once on the
 same Shapeset batch, so these run in seconds. Thresholds sit far from both the
@@ -7,9 +7,9 @@ measured values and the theory (noted per test), with fixed seeds.
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from experiments import data, models, probes
+import keras_inits
+from experiments import data, models
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +26,13 @@ def build(batch, *, initializer, activation, depth, width=128):
 
 
 def activation_stds(batch, *, initializer, activation, depth):
-    """Per hidden layer: std of the activations and of dLoss/d(activations), via the probe."""
+    """Per hidden layer: std of the activations and of dLoss/d(activations), via diagnose."""
     x, y = batch
     model = build(batch, initializer=initializer, activation=activation, depth=depth)
-    probe = probes.Probe(model, x, y, activation, tf.summary.create_noop_writer())
-    snapshot = probe(0, log_scalars=False, log_histograms=False)
-    hidden = [name for name in probe.layers if name != models.OUTPUT]
-    stds = [float(snapshot.scalars[f"activation_std/{name}"]) for name in hidden]
-    grads = [float(snapshot.scalars[f"activation_gradient_std/{name}"]) for name in hidden]
+    diagnosis = keras_inits.diagnose(model, x, y, loss="sparse_categorical_crossentropy")
+    hidden = [row for row in diagnosis.layers if row["name"] != models.OUTPUT]
+    stds = [row["output_std"] for row in hidden]
+    grads = [row["gradient_std"] for row in hidden]
     return np.array(stds), np.array(grads)
 
 

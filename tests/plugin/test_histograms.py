@@ -1,0 +1,53 @@
+"""Histogram bucketing (TensorFlow and NumPy alike) and the saturation and dead-unit rules."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_inits.callbacks import BINS, np_histogram, tf_histogram
+from keras_inits.signals import dead_units, saturation
+
+
+@pytest.mark.parametrize("bucket", [lambda v: tf_histogram(tf.constant(v)).numpy(), np_histogram])
+def test_histogram_counts_every_value_in_tensorboards_layout(bucket):
+    values = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    buckets = bucket(values)
+    assert buckets.shape == (BINS, 3) and buckets.dtype == np.float64
+    assert buckets[:, 2].sum() == values.size
+    np.testing.assert_allclose(buckets[0, 0], values.min(), rtol=1e-6)
+    np.testing.assert_allclose(buckets[-1, 1], values.max(), rtol=1e-6)
+    np.testing.assert_allclose(buckets[1:, 0], buckets[:-1, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bucket", [lambda v: tf_histogram(tf.constant(v)).numpy(), np_histogram])
+def test_histogram_of_a_constant_and_of_non_finite_values(bucket):
+    constant = bucket(np.zeros((10, 10), np.float32))
+    assert constant[:, 2].sum() == 100 and constant[0, 0] == -0.5 and constant[-1, 1] == 0.5
+    mixed = bucket(np.array([1.0, 2.0, np.nan, np.inf, 3.0], np.float32))
+    assert mixed[:, 2].sum() == 3 and mixed[0, 0] == 1.0 and mixed[-1, 1] == 3.0
+    empty = bucket(np.array([np.nan, np.nan], np.float32))
+    assert empty[:, 2].sum() == 0
+
+
+def test_tensorflow_and_numpy_buckets_agree():
+    values = np.random.default_rng(1).standard_t(3, size=5000).astype(np.float32)
+    ours, theirs = tf_histogram(tf.constant(values)).numpy(), np_histogram(values)
+    np.testing.assert_allclose(ours[:, :2], theirs[:, :2], rtol=1e-5)
+    # Values on a bucket edge may fall either side in float32: a handful at most.
+    assert np.abs(ours[:, 2] - theirs[:, 2]).sum() <= 4
+
+
+def test_saturation_rules():
+    values = keras.ops.convert_to_tensor(np.array([-0.95, -0.5, 0.05, 0.5, 0.95], np.float32))
+    assert float(saturation("tanh", values)) == pytest.approx(2 / 5)
+    assert float(saturation("sigmoid", values)) == pytest.approx(4 / 5)
+    assert saturation("relu", values) is None and saturation(None, values) is None
+
+
+def test_dead_units_are_units_never_active_anywhere_in_the_batch():
+    outputs = np.zeros((4, 3, 5), np.float32)  # batch, positions, units
+    outputs[2, 1, 0] = 1.0  # unit 0 active once
+    outputs[:, :, 3] = 0.5  # unit 3 always active
+    assert float(dead_units("relu", keras.ops.convert_to_tensor(outputs))) == pytest.approx(3 / 5)
+    assert dead_units("tanh", keras.ops.convert_to_tensor(outputs)) is None
