@@ -1,14 +1,15 @@
 """`diagnose`: signal propagation through any model at its current weights, in numbers and words.
 
 Verdicts and their thresholds (`THRESHOLDS`), over the layers with a kernel in
-forward order (a softmax layer's probabilities are left out of the activation
-checks: they are not a signal that should keep its scale):
+forward order. The depth checks leave out softmax layers (probabilities are
+not a signal that should keep its scale, and the softmax Jacobian rescales the
+gradient by itself) and embeddings (a lookup whose scale is a convention, and
+whose gradient sums every residual path above it):
 
 - vanishing / exploding activations: the output std of the deepest layer is
   more than `depth_ratio` (10x) smaller / larger than the first layer's.
 - vanishing / exploding gradients: dLoss/d(output) at the first layer is more
-  than 10x smaller / larger than at the deepest layer (softmax layers left out
-  here too: the softmax Jacobian rescales the gradient by itself).
+  than 10x smaller / larger than at the deepest layer.
 - saturated layer: more than `saturated` (50%) of a tanh/sigmoid-like layer's
   outputs are saturated (|a| > 0.9, or a outside (0.1, 0.9) for sigmoid).
 - dead layer: more than `dead` (50%) of a ReLU layer's units are never active
@@ -62,9 +63,10 @@ class Diagnosis:
 
     Attributes:
         layers: one dict per layer with a kernel, in forward order: name, path,
-            activation, output_mean, output_std, gradient_std (of dLoss/d output),
-            weight_gradient_std, weight_std, saturated_fraction (None for
-            unbounded activations), dead_fraction (None unless ReLU-like).
+            layout (the kernel's fan rule), activation, output_mean, output_std,
+            gradient_std (of dLoss/d output), weight_gradient_std, weight_std,
+            saturated_fraction (None for unbounded activations), dead_fraction
+            (None unless ReLU-like).
         verdicts: what is wrong and where; empty when every check passes.
         loss: the loss on the batch (the surrogate's value when `surrogate`).
         surrogate: whether the loss is the surrogate (no `y` given).
@@ -132,7 +134,12 @@ def diagnose(
     signals = probe.compute()
     rows = []
     for tap, stats in zip(probe.taps, signals.statistics(), strict=True):
-        row = {"name": tap.name, "path": tap.path, "activation": tap.activation}
+        row = {
+            "name": tap.name,
+            "path": tap.path,
+            "layout": tap.kernel.plan.layout,
+            "activation": tap.activation,
+        }
         row.update({key: _number(value) for key, value in stats.items()})
         rows.append(row)
     return Diagnosis(rows, find_verdicts(rows), _number(signals.loss), y is None)
@@ -181,7 +188,9 @@ def find_verdicts(
                 )
             )
     ratio_limit = thresholds["depth_ratio"]
-    signal = [row for row in rows if row["activation"] != "softmax"]
+    signal = [
+        row for row in rows if row["activation"] != "softmax" and row.get("layout") != "embedding"
+    ]
     if len(signal) >= 2:
         first, last = signal[0], signal[-1]
         change = _ratio(last["output_std"], first["output_std"])
@@ -284,7 +293,7 @@ def plot_profiles(path: str | Path, diagnoses: Mapping[str, Diagnosis]) -> Path:
         for axes, key in ((activations, "output_std"), (gradients, "gradient_std")):
             values = [np.nan if row[key] is None else row[key] for row in diagnosis.layers]
             axes.plot(x, values, marker="o", markersize=3, label=label)
-    activations.set_title("activation std per layer")
+    activations.set_title("activation std per layer (log scale; zeros not drawn)")
     gradients.set_title("back-propagated gradient std dL/d(output)")
     for axes in (activations, gradients):
         axes.set_yscale("log")
