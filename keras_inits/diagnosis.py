@@ -9,7 +9,9 @@ whose gradient sums every residual path above it):
 - vanishing / exploding activations: the output std of the deepest layer is
   more than `depth_ratio` (10x) smaller / larger than the first layer's.
 - vanishing / exploding gradients: dLoss/d(output) at the first layer is more
-  than 10x smaller / larger than at the deepest layer.
+  than 10x smaller / larger than at the deepest layer of the same output size
+  per example (the per-element gradient changes with a layer's size alone, e.g.
+  across average pooling; see `_longest_equal_size_span`).
 - saturated layer: more than `saturated` (50%) of a tanh/sigmoid-like layer's
   outputs are saturated (|a| > 0.9, or a outside (0.1, 0.9) for sigmoid).
 - dead layer: more than `dead` (50%) of a ReLU layer's units are never active
@@ -64,7 +66,8 @@ class Diagnosis:
     Attributes:
         layers: one dict per layer with a kernel, in forward order: name, path,
             layout (the kernel's fan rule), activation, output_mean, output_std,
-            gradient_std (of dLoss/d output), weight_gradient_std, weight_std,
+            output_size (per example), gradient_std (of dLoss/d output),
+            weight_gradient_std, weight_std,
             saturated_fraction (None for unbounded activations), dead_fraction
             (None unless ReLU-like).
         verdicts: what is wrong and where; empty when every check passes.
@@ -133,12 +136,15 @@ def diagnose(
     probe = SignalProbe(model, x, y, loss=loss)
     signals = probe.compute()
     rows = []
-    for tap, stats in zip(probe.taps, signals.statistics(), strict=True):
+    for tap, (shape, _), stats in zip(
+        probe.taps, probe.specs, signals.statistics(), strict=True
+    ):
         row = {
             "name": tap.name,
             "path": tap.path,
             "layout": tap.kernel.plan.layout,
             "activation": tap.activation,
+            "output_size": math.prod(shape[1:]),
         }
         row.update({key: _number(value) for key, value in stats.items()})
         rows.append(row)
@@ -213,8 +219,9 @@ def find_verdicts(
                     f"{first['output_std']:.3g} -> {last['output_std']:.3g}.",
                 )
             )
-    if len(signal) >= 2 and signal[0]["gradient_std"] is not None:
-        first, last = signal[0], signal[-1]
+    span = _longest_equal_size_span(signal)
+    if span is not None and span[0]["gradient_std"] is not None:
+        first, last = span
         change = _ratio(first["gradient_std"], last["gradient_std"])
         if change < 1 / ratio_limit:
             verdicts.append(
@@ -251,6 +258,24 @@ def find_verdicts(
         "they get no gradient and will not recover",
     )
     return verdicts
+
+
+def _longest_equal_size_span(rows: Sequence[Mapping[str, Any]]):
+    """The first and the deepest of the layers that share an output size per example, for
+    the size that spans the most layers; None if no two layers share one.
+
+    The std of dLoss/d(output) per element changes with the layer's size alone
+    (average pooling divides it by the pooled positions, a narrower layer
+    gathers it from fewer units), so gradients are compared between layers of
+    the same size: the hidden layers of an MLP, the blocks of a ResNet stage.
+    """
+    first_at: dict[Any, int] = {}
+    best: tuple[int, int] | None = None
+    for index, row in enumerate(rows):
+        start = first_at.setdefault(row.get("output_size"), index)
+        if start < index and (best is None or index - start > best[1] - best[0]):
+            best = (start, index)
+    return None if best is None else (rows[best[0]], rows[best[1]])
 
 
 def _fraction_verdicts(

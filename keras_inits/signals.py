@@ -127,7 +127,7 @@ class SignalProbe:
         seed: int = 0,
     ):
         self.model = model
-        self.taps, self._specs, outputs = forward_order(model, x)
+        self.taps, self.specs, outputs = forward_order(model, x)
         self.x = x
         self.y = y
         self._loss = resolve_loss(model, y, loss)
@@ -160,7 +160,7 @@ class SignalProbe:
             return self._loss_value(predictions), outputs
 
         kernels = [tap.kernel.variable for tap in taps]
-        loss, outputs, d_outputs, d_kernels = gradients(forward, self._specs, kernels)
+        loss, outputs, d_outputs, d_kernels = gradients(forward, self.specs, kernels)
         return Signals(taps, loss, outputs, d_outputs, d_kernels)
 
     def _loss_value(self, predictions: Any) -> Any:
