@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# Extra flags for the harness, e.g. make compare ARGS="--preset=he2015"
+# Extra flags for the harness, e.g. make compare ARGS="--preset=he2015" (same for diagnose)
 ARGS ?=
 
-.PHONY: venv test lint compare benchmark clean
+.PHONY: venv test lint compare diagnose benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ test: lint
 
 compare: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python -m experiments.compare $(ARGS)
+
+# Signal propagation at initialization, every initializer side by side; no training.
+diagnose: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m experiments.diagnose $(ARGS)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/init_throughput.py

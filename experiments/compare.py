@@ -13,29 +13,15 @@ import sys
 
 from absl import app, flags
 
-from experiments import config, presets
+from experiments import config, flagdefs, presets
 from experiments.errors import ExperimentError
 
-_PRESET = flags.DEFINE_string("preset", "lesson", "Named experiment setting the flags below.")
-_LIST_PRESETS = flags.DEFINE_bool("list_presets", False, "Print the presets and exit.")
-_FROM_PRESET = " (default: set by --preset; see --list_presets)"
+# --preset, --initializers, --model, --depth, --width, --activation, --dataset,
+# --seeds, --probe_size and --list_presets are shared with experiments.diagnose.
+flags.adopt_module_key_flags(flagdefs)
+_FROM_PRESET = flagdefs.FROM_PRESET
 
 # Flags that default to None take the preset's value unless given.
-flags.DEFINE_string(
-    "initializers",
-    None,
-    "Comma-separated initializer specs as keras_inits.get takes them, e.g. "
-    '"xavier_normal,random_uniform(minval=-0.1, maxval=0.1)".' + _FROM_PRESET,
-)
-flags.DEFINE_enum("model", None, ["mlp", "cnn"], "Architecture." + _FROM_PRESET)
-flags.DEFINE_integer("depth", None, "Number of hidden layers." + _FROM_PRESET)
-flags.DEFINE_integer("width", None, "Units (mlp) or filters (cnn) per layer." + _FROM_PRESET)
-flags.DEFINE_list(
-    "activation", None, "Keras activation name(s); several run as separate arms." + _FROM_PRESET
-)
-flags.DEFINE_string(
-    "dataset", None, "shapeset, npz:PATH, mnist, fashion_mnist or cifar10." + _FROM_PRESET
-)
 flags.DEFINE_integer("train_size", None, "Training examples." + _FROM_PRESET)
 flags.DEFINE_integer("test_size", None, "Test examples." + _FROM_PRESET)
 flags.DEFINE_integer("epochs", None, "Training epochs." + _FROM_PRESET)
@@ -43,15 +29,11 @@ flags.DEFINE_integer("batch_size", None, "Batch size." + _FROM_PRESET)
 flags.DEFINE_string("optimizer", None, "Keras optimizer name (sgd, adam...)." + _FROM_PRESET)
 flags.DEFINE_float("learning_rate", None, "Learning rate." + _FROM_PRESET)
 flags.DEFINE_float("momentum", None, "Momentum of sgd and rmsprop." + _FROM_PRESET)
-flags.DEFINE_list("seeds", None, "Seeds; each initializer runs once per seed." + _FROM_PRESET)
 flags.DEFINE_integer(
     "histogram_every",
     None,
     "Steps between histogram snapshots; 0 turns histograms off (step 0 is always "
     "logged when on)." + _FROM_PRESET,
-)
-flags.DEFINE_integer(
-    "probe_size", None, "Training examples in the fixed probe batch." + _FROM_PRESET
 )
 flags.DEFINE_string("logdir", "logs", "Root folder of all experiments.")
 flags.DEFINE_string(
@@ -61,10 +43,7 @@ flags.DEFINE_bool("overwrite", False, "Re-run runs already in the experiment's s
 flags.DEFINE_integer("verbose", 1, "Keras progress bar: 0 silent, 1 bar, 2 one line per epoch.")
 
 _SETTINGS = (
-    "model",
-    "depth",
-    "width",
-    "dataset",
+    *flagdefs.SETTINGS,
     "train_size",
     "test_size",
     "epochs",
@@ -73,7 +52,6 @@ _SETTINGS = (
     "learning_rate",
     "momentum",
     "histogram_every",
-    "probe_size",
     "logdir",
     "experiment",
     "overwrite",
@@ -83,31 +61,21 @@ _SETTINGS = (
 
 def settings_from_flags(values: flags.FlagValues) -> dict:
     """The explicit settings given on the command line, as `config.resolve` takes them."""
-    settings = {name: values[name].value for name in _SETTINGS if values[name].value is not None}
-    if values.initializers is not None:
-        settings["initializers"] = config.split_specs(values.initializers)
-    if values.activation is not None:
-        settings["activation"] = tuple(values.activation)
-    if values.seeds is not None:
-        try:
-            settings["seeds"] = tuple(int(seed) for seed in values.seeds)
-        except ValueError:
-            raise ExperimentError(f"--seeds must be integers, got {values.seeds}.") from None
-    return settings
+    return flagdefs.settings_from_flags(values, _SETTINGS)
 
 
 def main(argv: list[str]) -> None:
     """Resolves the flags into a config and runs the comparison."""
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if _LIST_PRESETS.value:
+    if flagdefs.LIST_PRESETS.value:
         print(presets.describe())
         return
     # Deferred: it imports TensorFlow, which --help and --list_presets do not need.
     from experiments import runner
 
     try:
-        experiment = config.resolve(_PRESET.value, **settings_from_flags(flags.FLAGS))
+        experiment = config.resolve(flagdefs.PRESET.value, **settings_from_flags(flags.FLAGS))
         runner.compare(experiment)
     except ExperimentError as error:
         # One line, no traceback: the user mistyped a flag or the data is missing.

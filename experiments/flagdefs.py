@@ -1,0 +1,68 @@
+"""The flags `experiments.compare` and `experiments.diagnose` share, defined once.
+
+absl keeps one flag registry per process and raises DuplicateFlagError when two
+modules define the same name, so both command lines import these definitions
+(and adopt them as key flags, so that `--help` lists them) instead of
+repeating them. Flags that default to None take the preset's value unless given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from absl import flags
+
+from experiments import config
+from experiments.errors import ExperimentError
+
+FROM_PRESET = " (default: set by --preset; see --list_presets)"
+
+PRESET = flags.DEFINE_string("preset", "lesson", "Named experiment setting the flags below.")
+LIST_PRESETS = flags.DEFINE_bool("list_presets", False, "Print the presets and exit.")
+flags.DEFINE_string(
+    "initializers",
+    None,
+    "Comma-separated initializer specs as keras_inits.get takes them, e.g. "
+    '"xavier_normal,random_uniform(minval=-0.1, maxval=0.1)".' + FROM_PRESET,
+)
+flags.DEFINE_enum("model", None, ["mlp", "cnn"], "Architecture." + FROM_PRESET)
+flags.DEFINE_integer("depth", None, "Number of hidden layers." + FROM_PRESET)
+flags.DEFINE_integer("width", None, "Units (mlp) or filters (cnn) per layer." + FROM_PRESET)
+flags.DEFINE_list(
+    "activation", None, "Keras activation name(s); several run as separate arms." + FROM_PRESET
+)
+flags.DEFINE_string(
+    "dataset", None, "shapeset, npz:PATH, mnist, fashion_mnist or cifar10." + FROM_PRESET
+)
+flags.DEFINE_list(
+    "seeds",
+    None,
+    "Seeds; compare trains each initializer once per seed, diagnose uses the first." + FROM_PRESET,
+)
+flags.DEFINE_integer(
+    "probe_size",
+    None,
+    "Training examples in the fixed probe batch (diagnose: the batch it diagnoses on)."
+    + FROM_PRESET,
+)
+
+# Shared flags that map one to one onto an `ExperimentConfig` field.
+SETTINGS = ("model", "depth", "width", "dataset", "probe_size")
+# Shared flags that set the model (for diagnose's --saved_model, which brings its own).
+ARCHITECTURE = ("model", "depth", "width", "activation")
+
+
+def settings_from_flags(values: flags.FlagValues, names: Iterable[str]) -> dict:
+    """The explicit settings given on the command line, as `config.resolve` takes them:
+    the scalar flags in `names`, plus the initializers, activations and seeds."""
+    settings = {name: values[name].value for name in names if values[name].value is not None}
+    if values.initializers is not None:
+        settings["initializers"] = config.split_specs(values.initializers)
+    if values.activation is not None:
+        settings["activation"] = tuple(values.activation)
+    if values.seeds is not None:
+        try:
+            settings["seeds"] = tuple(int(seed) for seed in values.seeds)
+        except ValueError:
+            raise ExperimentError(f"--seeds must be integers, got {values.seeds}.") from None
+    return settings
