@@ -72,6 +72,10 @@ class Kernel:
             rebuilds of the same architecture (layer names are not: Keras numbers them).
         primary: whether this is the kernel that scales the owner's output
             linearly (the one LSUV rescales and diagnostics report).
+        path: the variable's path inside the model (`block1/dense/kernel`), without
+            the model's own name, which Keras numbers (`sequential_3/...`).
+        containers: the layers of the model that contain `layer` (wrappers,
+            nested models, custom layers), outermost first.
     """
 
     layer: keras.layers.Layer
@@ -81,10 +85,8 @@ class Kernel:
     plan: KernelPlan
     position: int
     primary: bool
-
-    @property
-    def path(self) -> str:
-        return self.variable.path
+    path: str
+    containers: tuple[keras.layers.Layer, ...] = ()
 
 
 def _stack_assemble(block_shape: tuple[int, ...]) -> Assemble:
@@ -327,14 +329,40 @@ def find_kernels(model: keras.layers.Layer) -> list[Kernel]:
         )
     layers = walk(model)
     owners = _owners(layers)
+    containers = _containers(layers[1:])
     order = {id(variable): index for index, variable in enumerate(model.weights)}
     found = []
     for layer in layers:
         for variable, role, plan, primary in _rule_for(layer)(layer):
-            owner = owners.get(id(layer), layer)
-            position = order[id(variable)]
-            found.append(Kernel(layer, owner, variable, role, plan, position, primary))
+            found.append(
+                Kernel(
+                    layer=layer,
+                    owner=owners.get(id(layer), layer),
+                    variable=variable,
+                    role=role,
+                    plan=plan,
+                    position=order[id(variable)],
+                    primary=primary,
+                    path=relative_path(model, variable),
+                    containers=containers.get(id(layer), ()),
+                )
+            )
     return sorted(found, key=lambda kernel: kernel.position)
+
+
+def relative_path(model: keras.layers.Layer, variable: keras.Variable) -> str:
+    """`variable.path` without the model's own (auto-numbered) name in front."""
+    prefix = f"{model.name}/"
+    return variable.path[len(prefix) :] if variable.path.startswith(prefix) else variable.path
+
+
+def _containers(layers: Sequence[keras.layers.Layer]) -> dict[int, tuple]:
+    """Each layer -> the layers (of `layers`) that contain it, outermost first."""
+    inside: dict[int, list] = {}
+    for layer in layers:  # walk() lists containers before what they contain
+        for sub in layer._flatten_layers(include_self=False, recursive=True):
+            inside.setdefault(id(sub), []).append(layer)
+    return {key: tuple(value) for key, value in inside.items()}
 
 
 def own_biases(layer: keras.layers.Layer) -> Iterator[keras.Variable]:

@@ -131,44 +131,56 @@ class ReinitReport:
         return len(self.rows)
 
 
-def _selector(include: Selector | Sequence[Selector] | None, kernels: Sequence[Kernel]):
-    """A predicate on `Kernel` from names, layer types or predicates (any mix)."""
+def _selector(
+    include: Selector | Iterable[Selector] | None, kernels: Sequence[Kernel]
+) -> Callable[[Kernel], bool]:
+    """A predicate on `Kernel` from layer names or paths, layer classes, layer instances or
+    predicates (any mix). A kernel is selected when its layer, its RNN owner or any layer
+    containing them (a wrapper, a nested model, a custom layer) matches."""
     if include is None:
         return lambda kernel: True
-    items = [include] if isinstance(include, (str, type)) or callable(include) else list(include)
+    single = isinstance(include, (str, type, keras.layers.Layer)) or callable(include)
+    items = [include] if single else list(include)
     if not items:
         raise ValueError("include is empty: give layer names, layer types or a predicate.")
-    known = {name for k in kernels for name in _names(k)}
+    known = {name for kernel in kernels for name in _names(kernel)}
     for item in items:
         if isinstance(item, str) and item not in known:
             raise ValueError(
                 f"include names no layer with a kernel called {item!r}. Layers with kernels: "
                 f"{', '.join(sorted({k.owner.name for k in kernels}))}."
             )
-        if not isinstance(item, (str, type)) and not callable(item):
+        if not isinstance(item, (str, type, keras.layers.Layer)) and not callable(item):
             raise TypeError(
-                f"include takes layer names, layer classes or a predicate(layer) -> bool; "
-                f"got {type(item).__name__}: {item!r}."
+                "include takes layer names or paths, layer classes, layers or a predicate "
+                f"(layer) -> bool; got {type(item).__name__}: {item!r}."
             )
 
-    def matches(kernel: Kernel) -> bool:
-        for item in items:
-            if isinstance(item, str):
-                if item in _names(kernel):
-                    return True
-            elif isinstance(item, type):
-                if isinstance(kernel.layer, item) or isinstance(kernel.owner, item):
-                    return True
-            elif item(kernel.owner) or (kernel.layer is not kernel.owner and item(kernel.layer)):
-                return True
-        return False
+    def matches(item: Selector, layer: keras.layers.Layer) -> bool:
+        if isinstance(item, keras.layers.Layer):
+            return item is layer
+        if isinstance(item, type):
+            return isinstance(layer, item)
+        return bool(item(layer))
 
-    return matches
+    def selected(kernel: Kernel) -> bool:
+        layers = (*kernel.containers, kernel.owner, kernel.layer)
+        return any(
+            item in _names(kernel) if isinstance(item, str) else matches(item, layer)
+            for item in items
+            for layer in layers
+        )
+
+    return selected
 
 
 def _names(kernel: Kernel) -> set[str]:
-    """A kernel answers to its layer's name, its owner's name and its layer path."""
-    return {kernel.layer.name, kernel.owner.name, kernel.path.rsplit("/", 1)[0]}
+    """A kernel answers to the names of its layer, its owner and the layers containing them,
+    and to every prefix of its path (`block1`, `block1/dense`)."""
+    parts = kernel.path.split("/")[:-1]
+    prefixes = {"/".join(parts[: i + 1]) for i in range(len(parts))}
+    layers = (*kernel.containers, kernel.owner, kernel.layer)
+    return prefixes | {layer.name for layer in layers}
 
 
 def _initial_bias(layer: keras.layers.Layer, variable: keras.Variable):
@@ -235,9 +247,10 @@ def reinitialize(
             `model.weights`. None takes the initializer's own seed if it has
             one, else a fresh one from Python's `random` (so
             `keras.utils.set_random_seed` makes the call reproducible).
-        include: layer names (or paths), layer classes or a predicate
-            `layer -> bool`, alone or in a list: only matching layers are
-            re-initialized (kernels and biases). None: every layer with a kernel.
+        include: layer names (or paths), layer classes, layers or a predicate
+            `layer -> bool`, alone or in a list: only matching layers, and the
+            layers inside them (a wrapper, a nested model), are re-initialized
+            (kernels and biases). None: every layer with a kernel.
         biases: "zeros" resets the biases of the re-initialized layers (an LSTM
             built with `unit_forget_bias` gets ones on its forget gate, as Keras
             builds it); "keep" leaves them.
@@ -250,8 +263,10 @@ def reinitialize(
 
     Raises:
         TypeError: `model` is not a Keras model or layer; a bad `include` item.
-        ValueError: an unbuilt model, no kernel to re-initialize, an unknown
-            initializer, layer name or `biases` option.
+        ValueError: an unbuilt model, no kernel to re-initialize (or none that
+            `include` selects), an unknown initializer, layer name or `biases`
+            option, an initializer that refuses a selected kernel; the model is
+            then left as it was.
     """
     check_choice("biases", biases, ("zeros", "keep"))
     kernels = find_kernels(model)
@@ -260,35 +275,43 @@ def reinitialize(
             f"Model {model.name!r} has no layer with a kernel (Dense, Conv, EinsumDense, "
             "Embedding, RNN...): nothing to re-initialize."
         )
-    selected = [k for k in kernels if _selector(include, kernels)(k)]
+    is_selected = _selector(include, kernels)
+    selected = [kernel for kernel in kernels if is_selected(kernel)]
+    if not selected:
+        raise ValueError(
+            f"include={include!r} selects no layer with a kernel. Layers with kernels: "
+            f"{', '.join(sorted({k.owner.name for k in kernels}))}."
+        )
     main = get(initializer)
     if main is None:
         raise ValueError("initializer is None; give a name such as 'xavier_normal'.")
     for_recurrent = None if recurrent == "keep" else get(recurrent)
     base_seed = _base_seed(seed, main)
 
-    rows, written = [], set()
+    # Everything is drawn before anything is written: an initializer that refuses one
+    # kernel (dirac on a Dense, say) leaves the model as it was.
+    updates, rows = [], []
     for kernel in selected:
         chosen = for_recurrent if kernel.role == "recurrent" else main
         if chosen is None:
             continue
         values = draw(chosen, kernel, kernel_seed(base_seed, kernel))
-        kernel.variable.assign(values)
-        written.add(id(kernel.variable))
+        updates.append((kernel.variable, values))
         rows.append(_row(kernel, values, _describe(chosen)))
         if biases == "zeros" and kernel.primary:
             for bias in own_biases(kernel.layer):
-                if id(bias) not in written:
-                    bias.assign(_initial_bias(kernel.layer, bias))
-                    written.add(id(bias))
-                    rows.append(_bias_row(kernel, bias))
+                values = _initial_bias(kernel.layer, bias)
+                updates.append((bias, values))
+                rows.append(_bias_row(kernel, bias, values))
+    for variable, values in updates:
+        variable.assign(values)
     total = len({id(v) for v in model.weights})
-    return ReinitReport(rows, kept=total - len(written))
+    return ReinitReport(rows, kept=total - len({id(variable) for variable, _ in updates}))
 
 
-def _bias_row(kernel: Kernel, bias: keras.Variable) -> dict[str, Any]:
+def _bias_row(kernel: Kernel, bias: keras.Variable, values: np.ndarray) -> dict[str, Any]:
     return {
-        "path": bias.path.rsplit("/", 1)[0],
+        "path": kernel.path.rsplit("/", 1)[0],
         "weight": bias.name,
         "shape": tuple(bias.shape),
         "layout": "bias",
@@ -296,7 +319,7 @@ def _bias_row(kernel: Kernel, bias: keras.Variable) -> dict[str, Any]:
         "fan_out": None,
         "initializer": "forget gate 1" if getattr(kernel.layer, "unit_forget_bias", False)
         else "zeros",
-        "std": float(np.std(keras.ops.convert_to_numpy(bias))),
+        "std": float(np.std(values)),
     }
 
 
