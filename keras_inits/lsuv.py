@@ -36,6 +36,10 @@ from keras_inits.taps import Tap, call_model, check_batch, find_taps, intercept,
 _SKIPPED = {"embedding": "a lookup, not a linear map of its input"}
 
 
+class LSUVError(ValueError):
+    """A layer LSUV cannot scale (its output variance is 0 or not finite on the batch)."""
+
+
 @dataclasses.dataclass
 class LSUVReport:
     """Per layer with a kernel, in forward order: `name`, `status` ("fitted",
@@ -98,12 +102,12 @@ def _fit(tap: Tap, call, args, kwargs, tol: float, max_iters: int) -> dict[str, 
         for iteration in range(max_iters + 1):
             variance = _variance(main_output(call(*args, **kwargs)))
             if not math.isfinite(variance):
-                raise ValueError(
+                raise LSUVError(
                     f"LSUV: the pre-activation output of layer {tap.name!r} is not finite on x "
                     "(NaN or inf); check x for NaN and the layers upstream."
                 )
             if variance == 0:
-                raise ValueError(
+                raise LSUVError(
                     f"LSUV cannot scale layer {tap.name!r}: its pre-activation output on x has "
                     f"variance 0, so no rescaling of its kernel gives variance 1. "
                     f"{_why_no_signal(args)}"
@@ -200,7 +204,7 @@ def lsuv(
                     else {"name": tap.name, "status": f"skipped: {reason}", "iterations": 0,
                           "variance": None, "scale": None}
                 )
-            except ValueError as error:
+            except LSUVError as error:
                 failures.append(error)
                 raise
         return call(*args, **kwargs)

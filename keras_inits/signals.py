@@ -48,12 +48,14 @@ def saturation(activation: str | None, outputs: Any) -> Any | None:
     return None
 
 
-def dead_units(activation: str | None, outputs: Any) -> Any | None:
-    """The fraction of units (last axis: features or channels) that are never positive
-    anywhere in the batch, for ReLU-like activations; None for others."""
+def dead_units(activation: str | None, outputs: Any, channel_axis: int = -1) -> Any | None:
+    """The fraction of units (features, or channels on `channel_axis`) that are never
+    positive anywhere in the batch, for ReLU-like activations; None for others."""
     if activation not in _RELU_LIKE:
         return None
     ops = keras.ops
+    if channel_axis != -1:
+        outputs = ops.moveaxis(outputs, channel_axis, -1)
     flat = ops.reshape(outputs, (-1, outputs.shape[-1]))
     active = ops.cast(ops.max(flat, axis=0) > 0, "float32")
     return 1.0 - ops.mean(active)
@@ -74,9 +76,9 @@ class Signals:
         return [tap.kernel.variable.value for tap in self.taps]
 
     def statistics(self) -> list[dict[str, Any]]:
-        """Per layer: output_mean, output_std, gradient_std, weight_gradient_std,
-        weight_std, saturated_fraction and dead_fraction (None where undefined), as
-        scalar tensors."""
+        """Per layer: output_mean, output_std, gradient_std, weight_gradient_std
+        (None for a frozen kernel), weight_std, saturated_fraction and dead_fraction
+        (None where undefined), as scalar tensors."""
         ops = keras.ops
         rows = []
         for tap, output, d_output, d_kernel in zip(
@@ -91,10 +93,14 @@ class Signals:
                     "weight_gradient_std": _std(d_kernel),
                     "weight_std": ops.std(ops.cast(tap.kernel.variable.value, "float32")),
                     "saturated_fraction": saturation(tap.activation, output),
-                    "dead_fraction": dead_units(tap.activation, output),
+                    "dead_fraction": dead_units(tap.activation, output, _channel_axis(tap)),
                 }
             )
         return rows
+
+
+def _channel_axis(tap: Tap) -> int:
+    return 1 if getattr(tap.layer, "data_format", None) == "channels_first" else -1
 
 
 def _std(values: Any) -> Any | None:
@@ -128,12 +134,19 @@ class SignalProbe:
     ):
         self.model = model
         self.taps, self.specs, outputs = forward_order(model, x)
+        flat = keras.tree.flatten(outputs)
+        self._single_output = len(flat) == 1
+        if self._single_output and isinstance(y, (list, tuple)):
+            y = np.asarray(y)  # labels given as a Python list
         self.x = x
         self.y = y
         self._loss = resolve_loss(model, y, loss)
-        flat = keras.tree.flatten(outputs)
         rng = np.random.default_rng(seed)
-        self._noise = [rng.standard_normal(tuple(o.shape)).astype("float32") for o in flat]
+        # Backend tensors: torch will not multiply a tensor that requires grad by an array.
+        self._noise = [
+            keras.ops.convert_to_tensor(rng.standard_normal(tuple(o.shape)).astype("float32"))
+            for o in flat
+        ]
 
     @property
     def layer_names(self) -> list[str]:
@@ -161,6 +174,8 @@ class SignalProbe:
 
         kernels = [tap.kernel.variable for tap in taps]
         loss, outputs, d_outputs, d_kernels = gradients(forward, self.specs, kernels)
+        # A frozen kernel gets no update: None on every backend (torch cannot differentiate it).
+        d_kernels = [g if k.trainable else None for g, k in zip(d_kernels, kernels, strict=True)]
         return Signals(taps, loss, outputs, d_outputs, d_kernels)
 
     def _loss_value(self, predictions: Any) -> Any:
@@ -172,7 +187,8 @@ class SignalProbe:
                 for p, noise in zip(flat, self._noise, strict=True)
             )
             return total / flat[0].shape[0]
-        targets = keras.tree.flatten(self.y)
+        # One output takes y whole (a list of labels included); several take one target each.
+        targets = [self.y] if self._single_output else keras.tree.flatten(self.y)
         if len(targets) != len(flat):
             raise ValueError(
                 f"y has {len(targets)} target(s) but the model has {len(flat)} output(s); "
