@@ -12,7 +12,7 @@ model may run on any backend). Under the TensorFlow backend one snapshot is a
 single compiled `tf.function` call that computes, buckets and writes
 everything; under JAX and PyTorch it runs eagerly and buckets with NumPy.
 
-Histograms are bucketed in one vectorized pass (`tf_histograms`) and written
+Histograms are bucketed by `tf.histogram_fixed_width` (`tf_histograms`) and written
 as the histogram plugin's `[k, 3]` tensor (left edge, right edge, count), which
 is what `tf.summary.histogram` writes too; `tf.summary.histogram` builds an
 (n x k) one-hot matrix per tensor instead, about 25x slower on the activations
@@ -68,33 +68,37 @@ def tf_histograms(tensors: Sequence[Any], bins: int = BINS) -> Any:
     """The histogram plugin's float64 `[bins, 3]` tensor (left edge, right edge, count) of
     each tensor, stacked into `[len(tensors), bins, 3]`, over its finite values (TensorFlow).
 
-    Buckets span [min, max] of each tensor's finite values, as `tf.histogram_fixed_width`
-    cuts them; a constant tensor gets a range of width 1 around its value (as
-    `tf.summary.histogram` does). NaN and inf (a diverging run) are left out rather
-    than spoiling the range. All tensors are bucketed in one pass of segment
-    reductions: a few dozen graph ops whatever their number, where one
-    `histogram_fixed_width` per tensor costs about a hundred each to trace.
+    Buckets span [min, max] of each tensor's finite values; a constant tensor gets a
+    range of width 1 around its value (as `tf.summary.histogram` does). NaN and inf
+    (a diverging run) are left out rather than spoiling the range. Each tensor is
+    counted by `tf.histogram_fixed_width` (fast at run time) with only scalar ops
+    around it; edges and the non-finite correction are computed for all tensors at
+    once, which keeps the traced graph small.
     """
     tf = _tensorflow()
-    flat = [tf.reshape(tf.cast(tensor, tf.float32), [-1]) for tensor in tensors]
-    count = len(flat)
-    values = tf.concat(flat, 0)
-    segment = tf.repeat(tf.range(count), [tf.size(f) for f in flat])
-    finite = tf.math.is_finite(values)
-    low = tf.math.unsorted_segment_min(tf.where(finite, values, np.inf), segment, count)
-    high = tf.math.unsorted_segment_max(tf.where(finite, values, -np.inf), segment, count)
-    seen = low <= high  # False when a tensor has no finite value (or none at all)
-    low, high = tf.where(seen, low, 0.0), tf.where(seen, high, 0.0)
-    pad = tf.where(high > low, 0.0, 0.5)
-    low, high = low - pad, high + pad
-    width = (high - low) / bins
-    index = tf.math.floordiv(values - tf.gather(low, segment), tf.gather(width, segment))
-    index = tf.clip_by_value(tf.cast(tf.where(finite, index, 0.0), tf.int32), 0, bins - 1)
-    counts = tf.math.unsorted_segment_sum(
-        tf.cast(finite, tf.float32), segment * bins + index, count * bins
-    )
-    edges = low[:, None] + width[:, None] * tf.range(bins + 1, dtype=tf.float32)[None, :]
-    stacked = tf.stack([edges[:, :-1], edges[:, 1:], tf.reshape(counts, [count, bins])], 2)
+    counts, lows, highs, non_finite = [], [], [], []
+    for tensor in tensors:
+        values = tf.reshape(tf.cast(tensor, tf.float32), [-1])
+        finite = tf.math.is_finite(values)
+        low = tf.reduce_min(tf.where(finite, values, np.inf))
+        high = tf.reduce_max(tf.where(finite, values, -np.inf))
+        seen = low <= high  # False when the tensor has no finite value (or none at all)
+        low, high = tf.where(seen, low, 0.0), tf.where(seen, high, 0.0)
+        pad = tf.where(high > low, 0.0, 0.5)
+        low, high = low - pad, high + pad
+        # Non-finite values are counted in bucket 0 as `low`, then taken out again.
+        counts.append(
+            tf.histogram_fixed_width(tf.where(finite, values, low), [low, high], nbins=bins)
+        )
+        non_finite.append(tf.size(values) - tf.math.count_nonzero(finite, dtype=tf.int32))
+        lows.append(low)
+        highs.append(high)
+    low, high = tf.stack(lows)[:, None], tf.stack(highs)[:, None]
+    edges = low + (high - low) * tf.range(bins + 1, dtype=tf.float32)[None, :] / bins
+    counts = tf.stack(counts) - tf.one_hot(0, bins, dtype=tf.int32)[None, :] * tf.stack(
+        non_finite
+    )[:, None]
+    stacked = tf.stack([edges[:, :-1], edges[:, 1:], tf.cast(counts, tf.float32)], 2)
     return tf.cast(stacked, tf.float64)
 
 
@@ -318,12 +322,20 @@ class SignalHistograms(keras.callbacks.Callback):
                     [value if value is not None else tf.zeros([0]) for value in values], bins
                 )
                 buckets = {tag: stacked[i] for i, tag in enumerate(tags)}
-                with writer.as_default(step=step):
-                    with tf.summary.record_if(log_scalars):
-                        _write_scalars(tf, probe, stats)
-                    with tf.summary.record_if(log_histograms):
-                        for tag, value in buckets.items():
-                            tf.summary.write(tag, value, metadata=serialized[tag])
+                def write_scalars():
+                    _write_scalars(tf, probe, stats)
+                    return tf.constant(True)
+
+                def write_histograms():
+                    for tag, value in buckets.items():
+                        tf.summary.write(tag, value, metadata=serialized[tag])
+                    return tf.constant(True)
+
+                # One cond per kind of summary, not one per tag (record_if's way): each
+                # cond traces two branch functions, the costliest part of the trace.
+                with writer.as_default(step=step), tf.summary.record_if(True):
+                    tf.cond(log_scalars, write_scalars, lambda: tf.constant(False))
+                    tf.cond(log_histograms, write_histograms, lambda: tf.constant(False))
                 return [{k: v for k, v in row.items() if v is not None} for row in stats], buckets
 
             # Plain Python control flow only: no AutoGraph conversion (it doubles tracing).
@@ -364,10 +376,16 @@ class SignalHistograms(keras.callbacks.Callback):
 
 
 def _write_scalars(tf, probe: SignalProbe, stats: list[dict[str, Any]]) -> None:
+    """The per-layer statistics as scalars (`tf.summary.write` with the scalar plugin's
+    metadata, as `tf.summary.scalar` writes them, but with no name scope in the tag)."""
+    from tensorboard.plugins.scalar import metadata
+
+    serialized = metadata.create_summary_metadata(display_name="", description="")
     for tap, row in zip(probe.taps, stats, strict=True):
         for prefix, key in SCALARS.items():
             if row.get(key) is not None:
-                tf.summary.scalar(f"{prefix}/{tap.path}", row[key])
+                value = tf.cast(row[key], tf.float32)
+                tf.summary.write(f"{prefix}/{tap.path}", value, metadata=serialized)
 
 
 def _to_numpy(value: Any) -> np.ndarray:
