@@ -249,11 +249,18 @@ class SignalHistograms(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_start_step = self._optimizer_step()
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        # `batch` is the last step index of this execution within the epoch (with
-        # steps_per_execution > 1 Keras may round it up on the epoch's last one), so it
-        # only tells when a multiple may have been crossed; the optimizer tells the step.
-        estimate = self._epoch_start_step + batch + 1
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        # Before step k + 1 the weights are those after k steps. Checking here rather than
+        # in on_train_batch_end keeps Keras's asynchronous batch-end dispatch on (a
+        # batch-end hook makes it wait for every step's logs). `batch` is the first step
+        # of this execution within the epoch, so it only tells when a multiple may have
+        # been crossed; the optimizer tells the step.
+        self._maybe_snapshot(self._epoch_start_step + batch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._maybe_snapshot(self._optimizer_step())  # the epoch's last steps
+
+    def _maybe_snapshot(self, estimate: int) -> None:
         last = self.last_step if self.last_step is not None else -1
         if estimate // self.every_n_steps > last // self.every_n_steps:
             step = self._optimizer_step()

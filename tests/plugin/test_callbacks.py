@@ -257,11 +257,13 @@ def test_steps_per_execution_snapshots_at_first_step_past_each_multiple(tmp_path
     events = _events(tmp_path / "train")
     for tag in events.Tags()["tensors"]:
         assert [step for step, _ in _series(events, tag)] == expected, tag
-    # Each snapshot is written at the optimizer's step when it was taken.
+    # Each snapshot is taken before the next execution starts (or at the epoch's end), so
+    # a batch-end recorder first sees it one execution later, and its step is the
+    # optimizer's step at the end of the execution before: the weights it measured.
     new_snapshots, previous = [], 0
-    for step, last in recorder.records:
+    for (before, _), (_, last) in zip(recorder.records, recorder.records[1:]):
         if last != previous:
-            new_snapshots.append((step, last))
+            new_snapshots.append((before, last))
             previous = last
     assert new_snapshots == [(step, step) for step in expected[1:]]
 
