@@ -314,21 +314,12 @@ class SignalHistograms(keras.callbacks.Callback):
             def compute(step, log_scalars, log_histograms):
                 signals = probe.compute()
                 stats = signals.statistics()
-                values = [
-                    value
-                    for parts in zip(
-                        signals.outputs,
-                        signals.output_gradients,
-                        signals.kernel_gradients,
-                        signals.kernels,
-                        strict=True,
-                    )
-                    for value in parts
-                ]
+                values = signals.per_layer_tensors()  # in the order of `tags`
                 stacked = tf_histograms(
                     [value if value is not None else tf.zeros([0]) for value in values], bins
                 )
                 buckets = {tag: stacked[i] for i, tag in enumerate(tags)}
+
                 def write_scalars():
                     _write_scalars(tf, probe, stats)
                     return tf.constant(True)
@@ -358,17 +349,7 @@ class SignalHistograms(keras.callbacks.Callback):
         tags, serialized = self._tags()
         signals = probe.compute()
         stats = _stats_to_numpy(signals.statistics())
-        values = [
-            value
-            for parts in zip(
-                signals.outputs,
-                signals.output_gradients,
-                signals.kernel_gradients,
-                signals.kernels,
-                strict=True,
-            )
-            for value in parts
-        ]
+        values = signals.per_layer_tensors()  # in the order of `tags`
         buckets = {
             tag: np_histogram(_to_numpy(value) if value is not None else [], self.bins)
             for tag, value in zip(tags, values, strict=True)

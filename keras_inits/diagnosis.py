@@ -201,46 +201,29 @@ def find_verdicts(
         first, last = signal[0], signal[-1]
         change = _ratio(last["output_std"], first["output_std"])
         span = f"from {first['name']} to {last['name']} ({len(signal)} layers)"
-        if change < 1 / ratio_limit:
-            verdicts.append(
-                Verdict(
-                    "vanishing_activations",
-                    (first["name"], last["name"]),
-                    f"Vanishing activations: output std falls {_fold(change)} {span}, "
-                    f"{first['output_std']:.3g} -> {last['output_std']:.3g}.",
-                )
-            )
-        elif change > ratio_limit:
-            verdicts.append(
-                Verdict(
-                    "exploding_activations",
-                    (first["name"], last["name"]),
-                    f"Exploding activations: output std grows {change:.3g}x {span}, "
-                    f"{first['output_std']:.3g} -> {last['output_std']:.3g}.",
-                )
-            )
+        values = f"{first['output_std']:.3g} -> {last['output_std']:.3g}"
+        verdicts += _depth_verdict(
+            "activations",
+            (first["name"], last["name"]),
+            change,
+            ratio_limit,
+            f"Vanishing activations: output std falls {_fold(change)} {span}, {values}.",
+            f"Exploding activations: output std grows {change:.3g}x {span}, {values}.",
+        )
     span = _longest_equal_size_span(signal)
     if span is not None and span[0]["gradient_std"] is not None:
         first, last = span
         change = _ratio(first["gradient_std"], last["gradient_std"])
-        if change < 1 / ratio_limit:
-            verdicts.append(
-                Verdict(
-                    "vanishing_gradients",
-                    (first["name"], last["name"]),
-                    f"Vanishing gradients: dLoss/d(output) shrinks {_fold(change)} from "
-                    f"{last['name']} back to {first['name']}; the first layers will barely learn.",
-                )
-            )
-        elif change > ratio_limit:
-            verdicts.append(
-                Verdict(
-                    "exploding_gradients",
-                    (first["name"], last["name"]),
-                    f"Exploding gradients: dLoss/d(output) is {change:.3g}x larger at "
-                    f"{first['name']} than at {last['name']}.",
-                )
-            )
+        verdicts += _depth_verdict(
+            "gradients",
+            (first["name"], last["name"]),
+            change,
+            ratio_limit,
+            f"Vanishing gradients: dLoss/d(output) shrinks {_fold(change)} from "
+            f"{last['name']} back to {first['name']}; the first layers will barely learn.",
+            f"Exploding gradients: dLoss/d(output) is {change:.3g}x larger at "
+            f"{first['name']} than at {last['name']}.",
+        )
     verdicts += _fraction_verdicts(
         rows,
         "saturated_fraction",
@@ -258,6 +241,22 @@ def find_verdicts(
         "they get no gradient and will not recover",
     )
     return verdicts
+
+
+def _depth_verdict(
+    quantity: str,
+    layers: tuple[str, str],
+    change: float,
+    limit: float,
+    vanishing: str,
+    exploding: str,
+) -> list[Verdict]:
+    """`vanishing_<quantity>` below 1/limit, `exploding_<quantity>` above limit, else none."""
+    if change < 1 / limit:
+        return [Verdict(f"vanishing_{quantity}", layers, vanishing)]
+    if change > limit:
+        return [Verdict(f"exploding_{quantity}", layers, exploding)]
+    return []
 
 
 def _longest_equal_size_span(rows: Sequence[Mapping[str, Any]]):

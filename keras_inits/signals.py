@@ -75,6 +75,20 @@ class Signals:
     def kernels(self) -> list[Any]:
         return [tap.kernel.variable.value for tap in self.taps]
 
+    def per_layer_tensors(self) -> list[Any]:
+        """Layer by layer: output, dLoss/d(output), kernel gradient (None when frozen), kernel."""
+        return [
+            value
+            for parts in zip(
+                self.outputs,
+                self.output_gradients,
+                self.kernel_gradients,
+                self.kernels,
+                strict=True,
+            )
+            for value in parts
+        ]
+
     def statistics(self) -> list[dict[str, Any]]:
         """Per layer: output_mean, output_std, gradient_std, weight_gradient_std
         (None for a frozen kernel), weight_std, saturated_fraction and dead_fraction

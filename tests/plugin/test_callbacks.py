@@ -6,6 +6,7 @@ Expected values are computed independently of the callback, from the model's
 own layers on the same fixed batch.
 """
 
+import itertools
 import json
 import os
 import socket
@@ -261,7 +262,7 @@ def test_steps_per_execution_snapshots_at_first_step_past_each_multiple(tmp_path
     # a batch-end recorder first sees it one execution later, and its step is the
     # optimizer's step at the end of the execution before: the weights it measured.
     new_snapshots, previous = [], 0
-    for (before, _), (_, last) in zip(recorder.records, recorder.records[1:]):
+    for (before, _), (_, last) in itertools.pairwise(recorder.records):
         if last != previous:
             new_snapshots.append((before, last))
             previous = last

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import keras_inits
+from tests.plugin.util import ResidualSubclassed
 
 # The keys `Diagnosis.layers` documents.
 LAYER_KEYS = {
@@ -361,20 +362,8 @@ def test_multi_output_model_without_y_uses_the_surrogate():
     )
 
 
-class Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.a = keras.layers.Dense(WIDTH, activation="relu")
-        self.b = keras.layers.Dense(WIDTH, activation="tanh")
-        self.c = keras.layers.Dense(WIDTH)
-
-    def call(self, x):
-        h = self.a(x)
-        return self.c(self.b(h) + h)
-
-
 def test_subclassed_model():
-    model = Subclassed()
+    model = ResidualSubclassed(WIDTH)
     x = normal((BATCH, WIDTH), seed=16)
     model(x[:2])  # builds it
     diagnosis = keras_inits.diagnose(model, x, normal((BATCH, WIDTH)), loss="mse")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import keras_inits
+from tests.plugin.util import ResidualSubclassed
 
 TOL = 0.1
 # One width and batch for the small models: under JAX every new shape costs a compilation.
@@ -169,20 +170,8 @@ def test_functional_model_with_a_nested_sequential():
     assert_unit_variance([first, *inner_layers, last], [numpy(x), *inner_inputs, z_value])
 
 
-class Subclassed(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.a = keras.layers.Dense(WIDTH, activation="relu")
-        self.b = keras.layers.Dense(WIDTH, activation="tanh")
-        self.c = keras.layers.Dense(WIDTH)
-
-    def call(self, x):
-        h = self.a(x)
-        return self.c(self.b(h) + h)
-
-
 def test_subclassed_model_recomputed_in_numpy():
-    model = Subclassed()
+    model = ResidualSubclassed(WIDTH)
     x = normal((BATCH, WIDTH), seed=3)
     model(x[:2])  # builds it
     report = keras_inits.lsuv(model, x, tol=TOL, seed=0)

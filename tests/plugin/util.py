@@ -26,3 +26,17 @@ def to_torch_layout(array):
 
 def draw(initializer, shape, dtype="float32"):
     return keras.ops.convert_to_numpy(initializer(shape, dtype=dtype))
+
+
+class ResidualSubclassed(keras.Model):
+    """A subclassed model (no graph to walk): relu -> tanh, plus a skip -> linear."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.a = keras.layers.Dense(width, activation="relu")
+        self.b = keras.layers.Dense(width, activation="tanh")
+        self.c = keras.layers.Dense(width)
+
+    def call(self, x):
+        h = self.a(x)
+        return self.c(self.b(h) + h)
