@@ -219,6 +219,7 @@ def reinitialize(
     include: Selector | Iterable[Selector] | None = None,
     biases: Literal["zeros", "keep"] = "zeros",
     recurrent: Any = "orthogonal",
+    fallback: Any = None,
 ) -> ReinitReport:
     """Re-draws every kernel of a built model with the fans that are right for its layer.
 
@@ -257,6 +258,10 @@ def reinitialize(
         recurrent: the initializer of RNN recurrent kernels, drawn gate by gate
             ("orthogonal", as Keras's default, makes each gate's recurrent matrix
             orthogonal); "keep" leaves them.
+        fallback: for kernels `initializer` refuses (`dirac` or
+            `delta_orthogonal` on a Dense kernel, say): anything `keras_inits.get`
+            takes, used instead, and named in the report's row. None: such a
+            kernel raises the initializer's ValueError.
 
     Returns:
         A `ReinitReport`: `print` it for the table, `to_dict()` for the rows.
@@ -286,6 +291,7 @@ def reinitialize(
     if main is None:
         raise ValueError("initializer is None; give a name such as 'xavier_normal'.")
     for_recurrent = None if recurrent == "keep" else get(recurrent)
+    for_refused = get(fallback)
     base_seed = _base_seed(seed, main)
 
     # Everything is drawn before anything is written: an initializer that refuses one
@@ -295,9 +301,16 @@ def reinitialize(
         chosen = for_recurrent if kernel.role == "recurrent" else main
         if chosen is None:
             continue
-        values = draw(chosen, kernel, kernel_seed(base_seed, kernel))
+        name = _describe(chosen)
+        try:
+            values = draw(chosen, kernel, kernel_seed(base_seed, kernel))
+        except ValueError as error:
+            if for_refused is None:
+                raise ValueError(f"{kernel.path}: {error}") from None
+            values = draw(for_refused, kernel, kernel_seed(base_seed, kernel))
+            name = f"{_describe(for_refused)} (fallback: {name} refused it)"
         updates.append((kernel.variable, values))
-        rows.append(_row(kernel, values, _describe(chosen)))
+        rows.append(_row(kernel, values, name))
         if biases == "zeros" and kernel.primary:
             for bias in own_biases(kernel.layer):
                 values = _initial_bias(kernel.layer, bias)

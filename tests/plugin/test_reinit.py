@@ -923,3 +923,22 @@ def test_report_table_and_dict():
     kernel = numpy(model.layers[0].kernel)
     assert data["rows"][0]["std"] == pytest.approx(float(kernel.std()), rel=1e-4)
     assert data["rows"][0]["shape"] == [4, 6]
+
+
+def test_fallback_takes_the_kernels_the_initializer_refuses():
+    model = keras.Sequential([keras.Input((6, 4)), L.Conv1D(4, 3), L.Flatten(), L.Dense(3)])
+    report = keras_inits.reinitialize(model, "dirac", seed=0, fallback="xavier_uniform")
+    kernels = [row for row in report.rows if row["weight"] == "kernel"]
+    assert kernels[0]["initializer"] == "Dirac"
+    assert kernels[1]["initializer"].startswith("XavierUniform (fallback: Dirac")
+    conv = numpy(model.layers[0].kernel)
+    np.testing.assert_array_equal(conv[1], np.eye(4))  # the identity at the centre tap
+    dense = numpy(model.layers[2].kernel)
+    limit = np.sqrt(6 / (dense.shape[0] + dense.shape[1]))
+    assert 0 < np.abs(dense).max() <= limit
+
+
+def test_a_refused_kernel_without_fallback_names_the_layer():
+    model = keras.Sequential([keras.Input((6, 4)), L.Conv1D(4, 3), L.Flatten(), L.Dense(3)])
+    with pytest.raises(ValueError, match="dense.*convolution"):
+        keras_inits.reinitialize(model, "dirac", seed=0)
