@@ -215,6 +215,7 @@ class SignalHistograms(keras.callbacks.Callback):
         self._probe: SignalProbe | None = None
         self._probe_model = None
         self._compiled = None
+        self._compiled_trainable: tuple[bool, ...] = ()
         self._epoch_start_step = 0
 
     @property
@@ -230,6 +231,8 @@ class SignalHistograms(keras.callbacks.Callback):
         """The probe of the current model (built, and `x` checked, on first use)."""
         if self._probe is None or self._probe_model is not self.model:
             self._probe = SignalProbe(self.model, self.x, self.y, loss=self.loss)
+            if self._probe_model is not None:  # another model: its own step 0 and schedule
+                self.last_step = None
             self._probe_model = self.model
             self._compiled = None
         return self._probe
@@ -305,6 +308,11 @@ class SignalHistograms(keras.callbacks.Callback):
 
     def _tf_snapshot(self, step: int, scalars: bool, histograms: bool):
         tf = self._tf
+        # Frozen kernels get no gradient; the traced function bakes that in.
+        trainable = tuple(tap.kernel.variable.trainable for tap in self.probe().taps)
+        if self._compiled is not None and trainable != self._compiled_trainable:
+            self._compiled = None
+        self._compiled_trainable = trainable
         if self._compiled is None:
             tags, serialized = self._tags()
             probe = self.probe()

@@ -7,7 +7,8 @@ gradient by itself) and embeddings (a lookup whose scale is a convention, and
 whose gradient sums every residual path above it):
 
 - vanishing / exploding activations: the output std of the deepest layer is
-  more than `depth_ratio` (10x) smaller / larger than the first layer's.
+  more than `depth_ratio` (10x) smaller / larger than the first layer's (with at
+  least 3 layers compared).
 - vanishing / exploding gradients: dLoss/d(output) at the first layer is more
   than 10x smaller / larger than at the deepest layer of the same output size
   per example (the per-element gradient changes with a layer's size alone, e.g.
@@ -35,8 +36,9 @@ from keras_inits import tables
 from keras_inits.signals import SignalProbe
 
 THRESHOLDS: dict[str, float] = {"depth_ratio": 10.0, "saturated": 0.5, "dead": 0.5}
+_MIN_DEPTH = 3  # a trend "across depth" needs at least this many layers
 _COLUMNS = [
-    ("name", "layer"),
+    ("path", "layer"),
     ("activation", "activation"),
     ("output_mean", "mean"),
     ("output_std", "std"),
@@ -49,7 +51,8 @@ _COLUMNS = [
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """One finding: `kind` (e.g. "vanishing_activations"), the layers it is about, in words."""
+    """One finding: `kind` (e.g. "vanishing_activations"), the layers it is about (their
+    paths in the model, as in the table), in words."""
 
     kind: str
     layers: tuple[str, ...]
@@ -83,10 +86,12 @@ class Diagnosis:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: `{"layers": [...], "verdicts": [str, ...], "findings": [...], ...}`."""
         return {
-            "layers": [dict(layer) for layer in self.layers],
+            "layers": [
+                {key: _json_number(value) for key, value in layer.items()} for layer in self.layers
+            ],
             "verdicts": [verdict.message for verdict in self.verdicts],
             "findings": [dataclasses.asdict(verdict) for verdict in self.verdicts],
-            "loss": self.loss,
+            "loss": _json_number(self.loss),
             "surrogate_loss": self.surrogate,
         }
 
@@ -155,6 +160,11 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(keras.ops.convert_to_numpy(value))
 
 
+def _json_number(value: Any) -> Any:
+    """JSON has no NaN or inf: non-finite numbers become None."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def _fold(change: float) -> str:
     """How many times smaller, in words: '9.3x', or 'to 0' when nothing is left."""
     return f"{1 / change:.3g}x" if change > 0 else "to 0"
@@ -177,8 +187,8 @@ def find_verdicts(
             verdicts.append(
                 Verdict(
                     "non_finite",
-                    (row["name"],),
-                    f"{row['name']}: non-finite outputs or gradients (NaN or inf); the weights "
+                    (row["path"],),
+                    f"{row['path']}: non-finite outputs or gradients (NaN or inf); the weights "
                     "are far too large or the input holds NaN.",
                 )
             )
@@ -188,8 +198,8 @@ def find_verdicts(
             verdicts.append(
                 Verdict(
                     "no_signal",
-                    (row["name"],),
-                    f"{row['name']}: output is constant on the batch (std 0); no signal passes "
+                    (row["path"],),
+                    f"{row['path']}: output is constant on the batch (std 0); no signal passes "
                     "this layer (zero kernel, or dead units upstream).",
                 )
             )
@@ -197,32 +207,32 @@ def find_verdicts(
     signal = [
         row for row in rows if row["activation"] != "softmax" and row.get("layout") != "embedding"
     ]
-    if len(signal) >= 2:
+    if len(signal) >= _MIN_DEPTH:
         first, last = signal[0], signal[-1]
         change = _ratio(last["output_std"], first["output_std"])
-        span = f"from {first['name']} to {last['name']} ({len(signal)} layers)"
+        span = f"from {first['path']} to {last['path']} ({len(signal)} layers)"
         values = f"{first['output_std']:.3g} -> {last['output_std']:.3g}"
         verdicts += _depth_verdict(
             "activations",
-            (first["name"], last["name"]),
+            (first["path"], last["path"]),
             change,
             ratio_limit,
             f"Vanishing activations: output std falls {_fold(change)} {span}, {values}.",
             f"Exploding activations: output std grows {change:.3g}x {span}, {values}.",
         )
     span = _longest_equal_size_span(signal)
-    if span is not None and span[0]["gradient_std"] is not None:
-        first, last = span
+    if span is not None and span[2] >= _MIN_DEPTH and span[0]["gradient_std"] is not None:
+        first, last, _ = span
         change = _ratio(first["gradient_std"], last["gradient_std"])
         verdicts += _depth_verdict(
             "gradients",
-            (first["name"], last["name"]),
+            (first["path"], last["path"]),
             change,
             ratio_limit,
             f"Vanishing gradients: dLoss/d(output) shrinks {_fold(change)} from "
-            f"{last['name']} back to {first['name']}; the first layers will barely learn.",
+            f"{last['path']} back to {first['path']}; the first layers will barely learn.",
             f"Exploding gradients: dLoss/d(output) is {change:.3g}x larger at "
-            f"{first['name']} than at {last['name']}.",
+            f"{first['path']} than at {last['path']}.",
         )
     verdicts += _fraction_verdicts(
         rows,
@@ -261,7 +271,8 @@ def _depth_verdict(
 
 def _longest_equal_size_span(rows: Sequence[Mapping[str, Any]]):
     """The first and the deepest of the layers that share an output size per example, for
-    the size that spans the most layers; None if no two layers share one.
+    the size that spans the most layers, and how many layers that span covers; None if no
+    two layers share one.
 
     The std of dLoss/d(output) per element changes with the layer's size alone
     (average pooling divides it by the pooled positions, a narrower layer
@@ -274,7 +285,9 @@ def _longest_equal_size_span(rows: Sequence[Mapping[str, Any]]):
         start = first_at.setdefault(row.get("output_size"), index)
         if start < index and (best is None or index - start > best[1] - best[0]):
             best = (start, index)
-    return None if best is None else (rows[best[0]], rows[best[1]])
+    if best is None:
+        return None
+    return rows[best[0]], rows[best[1]], best[1] - best[0] + 1
 
 
 def _fraction_verdicts(
@@ -291,10 +304,10 @@ def _fraction_verdicts(
         return []
     title, detail = template.split(": ", 1)
     parts = [
-        f"{row['name']} ({detail.format(f'{row[key]:.0%}', row['activation'])})" for row in over
+        f"{row['path']} ({detail.format(f'{row[key]:.0%}', row['activation'])})" for row in over
     ]
     message = f"{title}: {', '.join(parts)}; {consequence}."
-    return [Verdict(kind, tuple(row["name"] for row in over), message)]
+    return [Verdict(kind, tuple(row["path"] for row in over), message)]
 
 
 def plot_profiles(path: str | Path, diagnoses: Mapping[str, Diagnosis]) -> Path:
@@ -310,7 +323,7 @@ def plot_profiles(path: str | Path, diagnoses: Mapping[str, Diagnosis]) -> Path:
     activations, gradients = figure.subplots(1, 2, sharex=True)
     names: list[str] = []
     for label, diagnosis in diagnoses.items():
-        names = [row["name"] for row in diagnosis.layers] if len(diagnosis.layers) > len(
+        names = [row["path"] for row in diagnosis.layers] if len(diagnosis.layers) > len(
             names
         ) else names
         x = np.arange(1, len(diagnosis.layers) + 1)

@@ -72,8 +72,7 @@ class Kernel:
             rebuilds of the same architecture (layer names are not: Keras numbers them).
         primary: whether this is the kernel that scales the owner's output
             linearly (the one LSUV rescales and diagnostics report).
-        path: the variable's path inside the model (`block1/dense/kernel`), without
-            the model's own name, which Keras numbers (`sequential_3/...`).
+        path: the variable's path inside the model, see `model_path`.
         containers: the layers of the model that contain `layer` (wrappers,
             nested models, custom layers), outermost first.
     """
@@ -301,13 +300,18 @@ def walk(model: keras.layers.Layer) -> list[keras.layers.Layer]:
 
 
 def _owners(layers: Sequence[keras.layers.Layer]) -> dict[int, keras.layers.Layer]:
-    """RNN cells (and stacked cells) -> the RNN layer that calls them."""
+    """Layers called step by step -> the layer whose output is the whole result: RNN cells
+    (and stacked cells) -> their RNN, the layer inside a TimeDistributed -> the wrapper."""
     owners: dict[int, keras.layers.Layer] = {}
     for layer in layers:
-        cell = getattr(layer, "cell", None)
-        if isinstance(layer, keras.layers.RNN) and cell is not None:
-            for sub in cell._flatten_layers(include_self=True, recursive=True):
-                owners[id(sub)] = layer
+        if isinstance(layer, keras.layers.RNN):
+            inner = layer.cell
+        elif isinstance(layer, keras.layers.TimeDistributed):
+            inner = layer.layer
+        else:
+            continue
+        for sub in inner._flatten_layers(include_self=True, recursive=True):
+            owners.setdefault(id(sub), layer)
     return owners
 
 
@@ -316,7 +320,7 @@ def find_kernels(model: keras.layers.Layer) -> list[Kernel]:
 
     Raises:
         TypeError: `model` is not a Keras layer or model.
-        ValueError: the model is not built yet.
+        ValueError: the model is not built yet, or holds quantized layers.
     """
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(
@@ -328,6 +332,13 @@ def find_kernels(model: keras.layers.Layer) -> list[Kernel]:
             "call it on a batch, call model.build(input_shape), or give it a keras.Input."
         )
     layers = walk(model)
+    quantized = [layer.name for layer in layers if getattr(layer, "quantization_mode", None)]
+    if quantized:
+        raise ValueError(
+            f"Layers {', '.join(quantized)} are quantized (model.quantize): their kernels are "
+            "integer or scaled and their calls bypass the float path. Re-initialize, fit LSUV "
+            "or diagnose before quantizing."
+        )
     owners = _owners(layers)
     containers = _containers(layers[1:])
     order = {id(variable): index for index, variable in enumerate(model.weights)}
@@ -343,17 +354,31 @@ def find_kernels(model: keras.layers.Layer) -> list[Kernel]:
                     plan=plan,
                     position=order[id(variable)],
                     primary=primary,
-                    path=relative_path(model, variable),
+                    path=model_path(containers.get(id(layer), ()), layer, variable),
                     containers=containers.get(id(layer), ()),
                 )
             )
     return sorted(found, key=lambda kernel: kernel.position)
 
 
+def model_path(
+    containers: Sequence[keras.layers.Layer], layer: keras.layers.Layer, variable: keras.Variable
+) -> str:
+    """The variable's path inside the model: the names of the layers containing it, its
+    layer's name, its own name (`block1/dense/kernel`). Unlike `variable.path` it leaves
+    out the model's own auto-numbered name (`sequential_3/`), and it names nested models
+    (two sub-models may each hold a layer called `fc`)."""
+    return "/".join([*(c.name for c in containers), layer.name, variable.name])
+
+
 def relative_path(model: keras.layers.Layer, variable: keras.Variable) -> str:
-    """`variable.path` without the model's own (auto-numbered) name in front."""
-    prefix = f"{model.name}/"
-    return variable.path[len(prefix) :] if variable.path.startswith(prefix) else variable.path
+    """The `model_path` of one of `model`'s variables (a kernel's or another's)."""
+    layers = walk(model)
+    containers = _containers(layers[1:])
+    for layer in layers:
+        if any(own is variable for own in _own(layer).values()):
+            return model_path(containers.get(id(layer), ()), layer, variable)
+    raise ValueError(f"{variable.path} is not a variable of model {model.name!r}.")
 
 
 def _containers(layers: Sequence[keras.layers.Layer]) -> dict[int, tuple]:

@@ -25,9 +25,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import keras
+from keras.src.backend import AutocastScope  # Keras exports no way to leave a layer's scope
 
 from keras_inits import tables
 from keras_inits.base import check_number, check_seed
+from keras_inits.kernels import find_kernels
 from keras_inits.reinit import reinitialize
 from keras_inits.taps import Tap, call_model, check_batch, find_taps, intercept, main_output
 
@@ -42,8 +44,8 @@ class LSUVError(ValueError):
 
 @dataclasses.dataclass
 class LSUVReport:
-    """Per layer with a kernel, in forward order: `name`, `status` ("fitted",
-    "not converged", or "skipped: why"), `iterations` (rescalings), `variance`
+    """Per layer with a kernel, in forward order: `name` (its path in the model),
+    `status` ("fitted", "not converged", or "skipped: why"), `iterations` (rescalings), `variance`
     (of the pre-activation output after fitting), `scale` (the total factor applied)."""
 
     rows: list[dict[str, Any]]
@@ -73,16 +75,26 @@ class LSUVReport:
 
 @contextlib.contextmanager
 def _without_activation(layer: keras.layers.Layer) -> Iterator[None]:
-    """The layer's pre-activation output: its fused activation set to linear meanwhile."""
+    """The layer's pre-activation output: its fused activation set to linear meanwhile.
+
+    Written to the instance's own attributes, past Keras's tracker (which refuses new
+    state on a built layer) and torch's module registry (where a layer-valued
+    activation such as PReLU lives), so the original comes back exactly.
+    """
     activation = getattr(layer, "activation", None)
-    if activation is None:
+    if activation is None or activation is keras.activations.linear:
         yield
         return
-    layer.activation = keras.activations.linear
+    state = vars(layer)
+    had_own, own = "activation" in state, state.get("activation")
+    state["activation"] = keras.activations.linear
     try:
         yield
     finally:
-        layer.activation = activation
+        if had_own:
+            state["activation"] = own
+        else:
+            del state["activation"]
 
 
 def _variance(values: Any) -> float:
@@ -98,27 +110,29 @@ def _skip_reason(tap: Tap) -> str | None:
 def _fit(tap: Tap, call, args, kwargs, tol: float, max_iters: int) -> dict[str, Any]:
     kernel = tap.kernel.variable
     scale = 1.0
-    with _without_activation(tap.layer):
+    with _without_activation(tap.layer), _without_activation(tap.kernel.layer):
         for iteration in range(max_iters + 1):
             variance = _variance(main_output(call(*args, **kwargs)))
             if not math.isfinite(variance):
                 raise LSUVError(
-                    f"LSUV: the pre-activation output of layer {tap.name!r} is not finite on x "
+                    f"LSUV: the pre-activation output of layer {tap.path!r} is not finite on x "
                     "(NaN or inf); check x for NaN and the layers upstream."
                 )
             if variance == 0:
                 raise LSUVError(
-                    f"LSUV cannot scale layer {tap.name!r}: its pre-activation output on x has "
+                    f"LSUV cannot scale layer {tap.path!r}: its pre-activation output on x has "
                     f"variance 0, so no rescaling of its kernel gives variance 1. "
                     f"{_why_no_signal(args)}"
                 )
             if abs(variance - 1.0) < tol or iteration == max_iters:
                 break
             factor = 1.0 / math.sqrt(variance)
-            kernel.assign(kernel * factor)
+            # Outside the layer's autocast scope, or torch assigns to a float16 copy.
+            with AutocastScope(None):
+                kernel.assign(kernel.value * factor)
             scale *= factor
     status = "fitted" if abs(variance - 1.0) < tol else "not converged"
-    return {"name": tap.name, "status": status, "iterations": iteration, "variance": variance,
+    return {"name": tap.path, "status": status, "iterations": iteration, "variance": variance,
             "scale": scale}
 
 
@@ -142,8 +156,9 @@ def lsuv(
 ) -> LSUVReport:
     """Layer-Sequential Unit-Variance initialization of a built model on the batch `x`.
 
-    1. Every kernel is re-drawn orthonormal (`reinitialize(model, "orthogonal")`:
-       per group, gate or depthwise channel, with the layer-type rules), biases zeroed.
+    1. Every kernel but the embeddings' is re-drawn orthonormal
+       (`reinitialize(model, "orthogonal")`: per group, gate or depthwise channel,
+       with the layer-type rules), biases zeroed.
     2. In forward order, each Dense, Conv*, depthwise, separable (pointwise kernel)
        and EinsumDense layer's kernel is divided by the std of its pre-activation
        output on `x` until the variance is within `1 +- tol`, at most `max_iters`
@@ -172,7 +187,8 @@ def lsuv(
     Raises:
         ValueError: no layer with a kernel; `x` does not fit the model; a layer
             whose output variance is 0 or not finite (the message says which
-            and why); bad `tol` or `max_iters`.
+            and why); bad `tol` or `max_iters`. The model's weights are then
+            restored to what they were.
     """
     check_number("tol", tol)
     if not 0 < tol < 1:
@@ -187,7 +203,24 @@ def lsuv(
             "LSUV has nothing to initialize."
         )
     check_batch(model, x)
-    reinitialize(model, "orthogonal", seed=seed)
+    saved = [keras.ops.convert_to_numpy(variable) for variable in model.weights]
+    try:
+        return _lsuv(model, taps, x, tol, max_iters, seed)
+    except Exception:
+        # A failed LSUV leaves the model as it found it.
+        for variable, value in zip(model.weights, saved, strict=True):
+            variable.assign(value)
+        raise
+
+
+def _lsuv(model, taps: list[Tap], x: Any, tol: float, max_iters: int, seed: int | None):
+    # Embeddings keep their initialization: LSUV does not fit them, and an orthonormal
+    # (vocab, dim) matrix has rows of norm about sqrt(dim / vocab), far too small.
+    drawn = [tap.kernel.layer for tap in taps if tap.kernel.plan.layout != "embedding"]
+    others = {id(k.layer) for k in find_kernels(model)} - {id(t.kernel.layer) for t in taps}
+    layers = drawn + [k.layer for k in find_kernels(model) if id(k.layer) in others]
+    if layers:
+        reinitialize(model, "orthogonal", seed=seed, include=layers)
 
     rows: dict[int, dict[str, Any]] = {}
     order: list[int] = []
@@ -201,7 +234,7 @@ def lsuv(
                 rows[id(tap)] = (
                     _fit(tap, call, args, kwargs, tol, max_iters)
                     if reason is None
-                    else {"name": tap.name, "status": f"skipped: {reason}", "iterations": 0,
+                    else {"name": tap.path, "status": f"skipped: {reason}", "iterations": 0,
                           "variance": None, "scale": None}
                 )
             except LSUVError as error:
@@ -212,7 +245,7 @@ def lsuv(
     with intercept(taps, fit_on_first_call):
         call_model(model, x, failures)
     unused = [
-        {"name": tap.name, "status": "skipped: not called on x", "iterations": 0,
+        {"name": tap.path, "status": "skipped: not called on x", "iterations": 0,
          "variance": None, "scale": None}
         for tap in taps if id(tap) not in rows
     ]

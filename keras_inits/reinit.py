@@ -83,6 +83,9 @@ def draw(initializer: Any, kernel: Kernel, seed: int, dtype: str | None = None):
     """
     shape = tuple(kernel.variable.shape)
     dtype = dtype or kernel.variable.dtype
+    if dtype in ("float16", "bfloat16"):
+        # QR and some samplers have no 16-bit kernels on every backend: draw in float32.
+        return keras.ops.cast(draw(initializer, kernel, seed, "float32"), dtype)
     plan = kernel.plan
     scaled = _with_fans(initializer, shape, plan, seed)
     if scaled is not None:
@@ -140,6 +143,11 @@ def _selector(
     if include is None:
         return lambda kernel: True
     single = isinstance(include, (str, type, keras.layers.Layer)) or callable(include)
+    if not single and not isinstance(include, Iterable):
+        raise TypeError(
+            "include takes layer names or paths, layer classes, layers or a predicate "
+            f"(layer) -> bool, alone or in a list; got {type(include).__name__}: {include!r}."
+        )
     items = [include] if single else list(include)
     if not items:
         raise ValueError("include is empty: give layer names, layer types or a predicate.")
@@ -185,7 +193,7 @@ def _names(kernel: Kernel) -> set[str]:
 
 def _initial_bias(layer: keras.layers.Layer, variable: keras.Variable):
     """Zeros, except the forget gate of an LSTM cell built with `unit_forget_bias`."""
-    values = np.zeros(tuple(variable.shape), dtype=variable.dtype)
+    values = np.zeros(tuple(variable.shape), dtype="float32")  # assign casts to the variable
     if getattr(layer, "unit_forget_bias", False) and values.ndim == 1:
         units = values.shape[0] // 4
         values[units : 2 * units] = 1.0
@@ -324,7 +332,7 @@ def reinitialize(
 
 def _bias_row(kernel: Kernel, bias: keras.Variable, values: np.ndarray) -> dict[str, Any]:
     return {
-        "path": kernel.path.rsplit("/", 1)[0],
+        "path": kernel.path.rsplit("/", 1)[0],  # the bias's layer is the kernel's
         "weight": bias.name,
         "shape": tuple(bias.shape),
         "layout": "bias",

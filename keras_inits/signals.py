@@ -155,6 +155,8 @@ class SignalProbe:
         self.x = x
         self.y = y
         self._loss = resolve_loss(model, y, loss)
+        if y is not None:
+            _check_targets(y, flat, self._single_output)
         rng = np.random.default_rng(seed)
         # Backend tensors: torch will not multiply a tensor that requires grad by an array.
         self._noise = [
@@ -212,6 +214,23 @@ class SignalProbe:
             ops.mean(self._loss(target, prediction))
             for target, prediction in zip(targets, flat, strict=True)
         )
+
+
+def _check_targets(y: Any, outputs: list[Any], single_output: bool) -> None:
+    """One target per output, each with the batch's number of examples."""
+    targets = [y] if single_output else keras.tree.flatten(y)
+    if len(targets) != len(outputs):
+        raise ValueError(
+            f"y has {len(targets)} target(s) but the model has {len(outputs)} output(s); "
+            "give one target per output, in the order of model.outputs."
+        )
+    for index, (target, output) in enumerate(zip(targets, outputs, strict=True)):
+        have, want = np.shape(target), tuple(output.shape)
+        if not have or have[0] != want[0]:
+            raise ValueError(
+                f"y{'' if single_output else f'[{index}]'} has shape {have}, but the model's "
+                f"output for x has shape {want}: give one target per example of x."
+            )
 
 
 def resolve_loss(model: keras.layers.Layer, y: Any, loss: Any) -> Callable | None:

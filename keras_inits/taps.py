@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -123,15 +124,41 @@ def call_model(model: keras.layers.Layer, x: Any, failures: Sequence[Exception] 
     A hook that must stop the pass appends its error to `failures` and raises:
     that error is re-raised as it is, not rewritten by Keras's call wrappers.
     """
+    mismatch = _input_mismatch(model, x)
+    if mismatch:
+        raise ValueError(
+            f"x does not fit model {model.name!r}: {mismatch} Pass one batch shaped like the "
+            "model's inputs."
+        )
     try:
         return model(x, training=False)
     except Exception as error:  # Keras and backends raise many types for a bad input.
         if failures:
             raise failures[0] from None
         raise ValueError(
-            f"x does not fit model {model.name!r}: {_describe_input(model)}, got "
-            f"{_describe_batch(x)}. Keras said: {_first_line(error)}"
+            f"Model {model.name!r} failed on x ({_describe_batch(x)}): {_first_line(error)}"
         ) from error
+
+
+def _input_mismatch(model: keras.layers.Layer, x: Any) -> str | None:
+    """How `x` differs from the inputs a Functional or Sequential model declares, or None
+    (also when the model declares none: a subclassed model)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    arrays = keras.tree.flatten(x)
+    if len(arrays) != len(inputs):
+        return f"it takes {len(inputs)} input(s), got {len(arrays)} array(s)."
+    for spec, array in zip(inputs, arrays, strict=True):
+        want, have = tuple(spec.shape), tuple(np.shape(array))
+        if len(want) != len(have) or any(
+            w is not None and w != h for w, h in zip(want[1:], have[1:], strict=True)
+        ):
+            return f"it expects inputs of shape {want}, got x of shape {have}."
+    return None
 
 
 def forward_order(model: keras.layers.Layer, x: Any) -> tuple[list[Tap], list[Spec], Any]:
@@ -160,14 +187,12 @@ def forward_order(model: keras.layers.Layer, x: Any) -> tuple[list[Tap], list[Sp
 
     with intercept(taps, record):
         outputs = call_model(model, check_batch(model, x))
+    if not order:
+        raise ValueError(
+            f"Model {model.name!r} called none of its layers with a kernel on x, so there is "
+            "nothing to measure (do its layers with kernels sit in an unused branch?)."
+        )
     return order, specs, outputs
-
-
-def _describe_input(model: keras.layers.Layer) -> str:
-    try:
-        return f"it expects inputs of shape {model.input_shape}"
-    except (AttributeError, ValueError):
-        return "see its build/call signature"
 
 
 def _describe_batch(x: Any) -> str:
@@ -176,5 +201,11 @@ def _describe_batch(x: Any) -> str:
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+    """The line of an error message that says what is wrong (Keras wraps layer errors in
+    "Exception encountered when calling ..." and "Arguments received ..." lines)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    useful = [
+        line for line in lines
+        if line and not line.startswith(("Exception encountered", "Arguments received", "•"))
+    ]
+    return useful[0] if useful else type(error).__name__
