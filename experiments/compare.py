@@ -16,8 +16,9 @@ from absl import app, flags
 from experiments import config, flagdefs, presets
 from experiments.errors import ExperimentError
 
-# --preset, --initializers, --model, --depth, --width, --activation, --dataset,
-# --seeds, --probe_size and --list_presets are shared with experiments.diagnose.
+# --preset, --initializers, --model, --depth, --width, --activation,
+# --fallback_initializer, --dataset, --seeds, --probe_size and --list_presets are shared
+# with experiments.diagnose.
 flags.adopt_module_key_flags(flagdefs)
 _FROM_PRESET = flagdefs.FROM_PRESET
 
@@ -40,7 +41,12 @@ flags.DEFINE_string(
     "experiment", None, "Folder name under --logdir (default: the preset and changed flags)."
 )
 flags.DEFINE_bool("overwrite", False, "Re-run runs already in the experiment's summary.json.")
-flags.DEFINE_integer("verbose", 1, "Keras progress bar: 0 silent, 1 bar, 2 one line per epoch.")
+flags.DEFINE_integer(
+    "verbose",
+    0,
+    "0: one line per run (updated each epoch on a terminal); 1: also Keras's progress bar "
+    "per epoch; 2: also Keras's one line per epoch.",
+)
 
 _SETTINGS = (
     *flagdefs.SETTINGS,

@@ -3,7 +3,13 @@
 `resolve(preset, **settings)` starts from `ExperimentConfig()` (the `lesson`
 defaults), applies the preset, then the explicit settings, and checks everything
 that can be checked without training: initializer specs, activations, the
-optimizer, the dataset. Any problem raises `ExperimentError` with a one-line message.
+optimizer, the dataset, the model (a built-in name, an importable
+`package.module:function` or an existing `.keras` file). Any problem raises
+`ExperimentError` with a one-line message.
+
+With your own model, `depth`, `width` and `activation` do not apply: given
+explicitly they are refused; a preset's values are dropped (`depth` and `width`
+become None, `activation` becomes `(None,)`: one arm per initializer and seed).
 """
 
 from __future__ import annotations
@@ -17,7 +23,11 @@ from experiments import data
 from experiments.errors import ExperimentError
 from experiments.presets import LESSON_INITIALIZERS, PRESETS
 
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn")  # the built-in architectures; --model also takes your own
+# Settings that only shape the built-in architectures.
+ARCHITECTURE = ("depth", "width", "activation")
+DEFAULT_FALLBACK = "xavier_normal"
+VERBOSITY = (0, 1, 2)
 # keras.utils.set_random_seed takes seeds below 2**32; the plugin's seeds are int32.
 MAX_SEED = 2**31 - 1
 # Settings that change where and how verbosely results are written, not the results:
@@ -32,9 +42,10 @@ class ExperimentConfig:
     preset: str = "lesson"
     initializers: tuple[str, ...] = LESSON_INITIALIZERS
     model: str = "mlp"
-    depth: int = 5
-    width: int = 256
-    activation: tuple[str, ...] = ("tanh",)
+    depth: int | None = 5
+    width: int | None = 256
+    activation: tuple[str | None, ...] = ("tanh",)
+    fallback_initializer: str = DEFAULT_FALLBACK
     dataset: str = "shapeset"
     train_size: int = 8000
     test_size: int = 2000
@@ -49,7 +60,7 @@ class ExperimentConfig:
     logdir: str = "logs"
     experiment: str = ""
     overwrite: bool = False
-    verbose: int = 1
+    verbose: int = 0
 
     def results_settings(self) -> dict[str, Any]:
         """The settings that determine results (everything but where logs go)."""
@@ -94,6 +105,16 @@ def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
         raise ExperimentError(f"Unknown settings: {', '.join(sorted(unknown))}.")
     base = dataclasses.replace(ExperimentConfig(), preset=preset, **PRESETS[preset].settings)
     config = dataclasses.replace(base, **settings)
+    if is_own_model(config.model):
+        given = [f"--{name}" for name in ARCHITECTURE if name in settings]
+        if given:
+            raise ExperimentError(
+                f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to "
+                f"--model={config.model}: your own model brings its own layers and "
+                "activations; drop the flag."
+            )
+        config = without_architecture(config)
+        base = without_architecture(base)
     config = dataclasses.replace(
         config,
         initializers=tuple(config.initializers),
@@ -104,6 +125,17 @@ def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
     if not config.experiment:
         config = dataclasses.replace(config, experiment=experiment_name(config, base))
     return config
+
+
+def is_own_model(model: str) -> bool:
+    """Whether `model` is your own (`package.module:function` or a `.keras` file), not
+    one of the built-in `MODELS`."""
+    return model not in MODELS
+
+
+def without_architecture(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` with the built-in models' depth, width and activation cleared."""
+    return dataclasses.replace(config, depth=None, width=None, activation=(None,))
 
 
 def experiment_name(config: ExperimentConfig, preset_config: ExperimentConfig) -> str:
@@ -146,11 +178,29 @@ def validate(config: ExperimentConfig) -> None:
             keras_inits.get(spec)
         except (TypeError, ValueError) as error:
             raise ExperimentError(str(error)) from None
-    if config.model not in MODELS:
-        raise ExperimentError(f"Unknown --model {config.model!r}; choose one of {MODELS}.")
-    for name in ("depth", "width", "train_size", "test_size", "epochs", "batch_size"):
+    try:
+        if keras_inits.get(config.fallback_initializer) is None:
+            raise ValueError("give a spec such as 'xavier_normal'.")
+    except (TypeError, ValueError) as error:
+        raise ExperimentError(f"--fallback_initializer: {error}") from None
+    from experiments import models  # Deferred with keras.
+
+    models.check_spec(config.model)
+    own = is_own_model(config.model)
+    if own and (config.depth, config.width, config.activation) != (None, None, (None,)):
+        raise ExperimentError(
+            f"depth, width and activation do not apply to --model={config.model} (your own "
+            "model brings its own layers); resolve the config with config.resolve."
+        )
+    sizes = ("train_size", "test_size", "epochs", "batch_size")
+    for name in sizes if own else ("depth", "width", *sizes):
         if getattr(config, name) < 1:
             raise ExperimentError(f"--{name} must be >= 1, got {getattr(config, name)}.")
+    if config.verbose not in VERBOSITY:
+        raise ExperimentError(
+            f"--verbose must be 0 (one line per run), 1 (Keras's progress bar) or 2 (Keras's "
+            f"line per epoch), got {config.verbose}."
+        )
     if config.probe_size < 1:
         raise ExperimentError(f"probe_size must be >= 1, got {config.probe_size}.")
     if config.histogram_every < 0:
@@ -168,7 +218,7 @@ def validate(config: ExperimentConfig) -> None:
         )
     if not config.activation or len(set(config.activation)) != len(config.activation):
         raise ExperimentError(f"--activation must list distinct names, got {config.activation}.")
-    for name in config.activation:
+    for name in () if own else config.activation:
         try:
             keras.activations.get(name)
         except (TypeError, ValueError):

@@ -40,6 +40,13 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def chance_accuracy(self) -> float:
+        """The test accuracy of always predicting the test set's most frequent class:
+        what a model that learned nothing about the inputs reaches (1/num_classes on
+        balanced classes, more on unbalanced ones)."""
+        return float(np.bincount(self.y_test).max() / len(self.y_test))
+
 
 def check_name(name: str) -> None:
     """Rejects an unknown dataset or an unreadable `.npz` before any work is done."""

@@ -21,8 +21,9 @@ from absl import app, flags
 from experiments import config, flagdefs, presets
 from experiments.errors import ExperimentError
 
-# --preset, --initializers, --model, --depth, --width, --activation, --dataset,
-# --seeds, --probe_size and --list_presets are the ones compare takes.
+# --preset, --initializers, --model, --depth, --width, --activation,
+# --fallback_initializer, --dataset, --seeds, --probe_size and --list_presets are the
+# ones compare takes.
 flags.adopt_module_key_flags(flagdefs)
 _SAVED_MODEL = flags.DEFINE_string(
     "saved_model",

@@ -25,11 +25,30 @@ flags.DEFINE_string(
     "Comma-separated initializer specs as keras_inits.get takes them, e.g. "
     '"xavier_normal,random_uniform(minval=-0.1, maxval=0.1)".' + FROM_PRESET,
 )
-flags.DEFINE_enum("model", None, ["mlp", "cnn"], "Architecture." + FROM_PRESET)
-flags.DEFINE_integer("depth", None, "Number of hidden layers." + FROM_PRESET)
+flags.DEFINE_string(
+    "model",
+    None,
+    "Architecture: mlp, cnn, or your own: package.module:function (a function "
+    "(input_shape, num_classes) -> keras.Model ending in a softmax) or path/to/model.keras "
+    "(a saved model's architecture). Every arm re-draws your model's kernels with "
+    "keras_inits.reinitialize; --depth, --width and --activation do not apply to it."
+    + FROM_PRESET,
+)
+flags.DEFINE_integer("depth", None, "Number of hidden layers (mlp, cnn)." + FROM_PRESET)
 flags.DEFINE_integer("width", None, "Units (mlp) or filters (cnn) per layer." + FROM_PRESET)
 flags.DEFINE_list(
-    "activation", None, "Keras activation name(s); several run as separate arms." + FROM_PRESET
+    "activation",
+    None,
+    "Keras activation name(s) of mlp and cnn; several run as separate arms." + FROM_PRESET,
+)
+flags.DEFINE_string(
+    "fallback_initializer",
+    None,
+    "Initializer spec for the kernels an initializer cannot initialize (dirac and "
+    "delta_orthogonal on Dense layers, such as every model's softmax output). Default: "
+    f"{config.DEFAULT_FALLBACK}, Glorot's variance 2/(fan_in+fan_out), right for a linear "
+    "read-out layer (no rectifier to compensate) and the reference arm of the presets: "
+    "the layers a conv-only arm cannot initialize are drawn as in the xavier_normal arm.",
 )
 flags.DEFINE_string(
     "dataset", None, "shapeset, npz:PATH, mnist, fashion_mnist or cifar10." + FROM_PRESET
@@ -47,7 +66,7 @@ flags.DEFINE_integer(
 )
 
 # Shared flags that map one to one onto an `ExperimentConfig` field.
-SETTINGS = ("model", "depth", "width", "dataset", "probe_size")
+SETTINGS = ("model", "depth", "width", "fallback_initializer", "dataset", "probe_size")
 # Shared flags that set the model (for diagnose's --saved_model, which brings its own).
 ARCHITECTURE = ("model", "depth", "width", "activation")
 

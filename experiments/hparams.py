@@ -14,8 +14,9 @@ from typing import Any
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from experiments.config import ExperimentConfig
+from experiments.config import ExperimentConfig, is_own_model
 
+NO_FALLBACK = "none"  # the fallback hparam of a run whose initializer took every kernel
 METRICS = (
     hp.Metric("loss/test", display_name="test loss"),
     hp.Metric("accuracy/test", display_name="test accuracy"),
@@ -28,24 +29,38 @@ def _domain(
     config: ExperimentConfig, entries: Sequence[dict[str, Any]] = ()
 ) -> dict[str, hp.HParam]:
     """The declared values; `entries` adds those of earlier runs kept in the same folder,
-    which the dashboard would otherwise filter out."""
+    which the dashboard would otherwise filter out.
+
+    `fallback` is per run: the fallback initializer when some kernel of the run got
+    it, else "none". Your own model has no depth, width or activation hparams.
+    """
 
     def values(field: str, current: Sequence) -> list:
         return sorted({*current, *(entry[field] for entry in entries)}, key=str)
 
-    return {
+    # Earlier runs in the folder share the fallback setting (summary.load checks it).
+    fallbacks = {NO_FALLBACK, config.fallback_initializer}
+    domain = {
         "initializer": hp.HParam(
             "initializer", hp.Discrete(values("initializer", config.initializers))
         ),
         "seed": hp.HParam("seed", hp.Discrete(values("seed", config.seeds))),
-        "activation": hp.HParam(
-            "activation", hp.Discrete(values("activation", config.activation))
-        ),
-        "depth": hp.HParam("depth", hp.Discrete([config.depth])),
-        "width": hp.HParam("width", hp.Discrete([config.width])),
-        "optimizer": hp.HParam("optimizer", hp.Discrete([config.optimizer])),
-        "learning_rate": hp.HParam("learning_rate", hp.Discrete([config.learning_rate])),
+        "model": hp.HParam("model", hp.Discrete([config.model])),
+        "fallback": hp.HParam("fallback", hp.Discrete(sorted(fallbacks))),
     }
+    if not is_own_model(config.model):
+        domain.update(
+            activation=hp.HParam(
+                "activation", hp.Discrete(values("activation", config.activation))
+            ),
+            depth=hp.HParam("depth", hp.Discrete([config.depth])),
+            width=hp.HParam("width", hp.Discrete([config.width])),
+        )
+    domain.update(
+        optimizer=hp.HParam("optimizer", hp.Discrete([config.optimizer])),
+        learning_rate=hp.HParam("learning_rate", hp.Discrete([config.learning_rate])),
+    )
+    return domain
 
 
 def write_experiment(
@@ -75,14 +90,18 @@ def write_run(
     *,
     run_name: str,
     initializer: str,
-    activation: str,
+    activation: str | None,
     seed: int,
+    fallback: str | None = None,
 ) -> None:
-    """Writes one run's HParams values into its own event file."""
+    """Writes one run's HParams values into its own event file; `fallback` is the
+    initializer some of its kernels got instead of `initializer` (None: none did)."""
     domain = _domain(config)
     values = {
         "initializer": initializer,
         "seed": seed,
+        "model": config.model,
+        "fallback": fallback or NO_FALLBACK,
         "activation": activation,
         "depth": config.depth,
         "width": config.width,
@@ -90,4 +109,7 @@ def write_run(
         "learning_rate": config.learning_rate,
     }
     with writer.as_default():
-        hp.hparams({domain[name]: value for name, value in values.items()}, trial_id=run_name)
+        hp.hparams(
+            {domain[name]: value for name, value in values.items() if name in domain},
+            trial_id=run_name,
+        )

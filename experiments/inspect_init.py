@@ -1,8 +1,11 @@
 """Signal propagation at initialization, several initializers side by side, without training.
 
 `inspect(config)` builds the harness's model once per initializer and
-activation (or, with `saved_model`, re-initializes a freshly loaded copy of a
-saved model once per initializer with `keras_inits.reinitialize`), diagnoses
+activation as `compare` does (`models.initialize`: your own
+`--model=package.module:function` and kernels that need the fallback are
+re-drawn with `keras_inits.reinitialize`), or, with `saved_model` (or
+`--model=path.keras`), re-initializes a freshly loaded copy of a saved model
+once per initializer with `keras_inits.reinitialize`, diagnoses
 each on one batch with `keras_inits.diagnose`, and returns an `Inspection`:
 `.table()` puts the diagnoses side by side, `.to_dict()` is JSON-ready and
 `.plot(path)` draws the depth profiles. `run` is what `python -m
@@ -165,6 +168,9 @@ def inspect(
     seed = config.seeds[0]
     if saved_model is not None:
         return _inspect_saved(config, saved_model, with_labels)
+    if config.model.endswith(".keras"):
+        return _inspect_saved(config, config.model, with_labels)
+    own = not models.is_builtin(config.model)
     dataset = _load_data(config)
     if config.model == "cnn" and len(dataset.input_shape) != 3:
         raise ExperimentError(
@@ -175,31 +181,46 @@ def inspect(
     batch = _dataset_batch(config, dataset, labels)
     groups = {}
     for activation in config.activation:
-        groups[activation] = {}
+        group = groups.setdefault("own model" if own else activation, {})
         for spec in config.initializers:
+            keras.utils.clear_session(free_memory=False)  # the same layer names every time
+            keras.utils.set_random_seed(seed)
             try:
-                model = models.build(
+                built = models.initialize(
                     config.model,
                     input_shape=dataset.input_shape,
                     num_classes=dataset.num_classes,
+                    x_sample=batch.x[:2],
                     depth=config.depth,
                     width=config.width,
                     activation=activation,
                     initializer=spec,
+                    fallback=config.fallback_initializer,
                     seed=seed,
                 )
             except (TypeError, ValueError) as error:
+                if isinstance(error, ExperimentError):
+                    raise
                 raise ExperimentError(
                     f"{spec} cannot initialize the model: {_reason(error)}"
                 ) from None
-            groups[activation][spec] = keras_inits.diagnose(
-                model, batch.x, batch.y, loss="sparse_categorical_crossentropy" if labels else None
+            group[spec] = keras_inits.diagnose(
+                built.model,
+                batch.x,
+                batch.y,
+                loss="sparse_categorical_crossentropy" if labels else None,
             )
-    unit = "units" if config.model == "mlp" else "3x3 filters"
-    model = (
-        f"{config.model}, {config.depth} hidden layers of {config.width} {unit}, "
-        f"softmax output over {dataset.num_classes} classes"
-    )
+    if own:
+        model = (
+            f"{config.model} (your own), kernels re-drawn per initializer, softmax output "
+            f"over {dataset.num_classes} classes"
+        )
+    else:
+        unit = "units" if config.model == "mlp" else "3x3 filters"
+        model = (
+            f"{config.model}, {config.depth} hidden layers of {config.width} {unit}, "
+            f"softmax output over {dataset.num_classes} classes"
+        )
     return Inspection(model, batch.description, _loss_words(labels), config.seeds, groups)
 
 
@@ -258,7 +279,11 @@ def _inspect_saved(config: ExperimentConfig, path: str, with_labels: bool | None
     for index, spec in enumerate(config.initializers):
         copy = model if index == 0 else _load_model(path)
         try:
-            reports.append(keras_inits.reinitialize(copy, spec, seed=seed))
+            reports.append(
+                keras_inits.reinitialize(
+                    copy, spec, seed=seed, fallback=config.fallback_initializer
+                )
+            )
         except (TypeError, ValueError) as error:
             raise ExperimentError(f"{spec} cannot initialize {path}: {_reason(error)}") from None
         try:

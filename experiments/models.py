@@ -1,19 +1,38 @@
-"""The compared architectures: an MLP and a small CNN that differ only in their kernels.
+"""The compared architectures: the built-in MLP and CNN, or your own model.
 
-Layers with weights are `hidden_1` ... `hidden_N` and `output` (softmax). Biases
-start at zero. Every kernel initializer is a copy of the one spec reseeded with
-`layer_seed(seed, index)`, so no two layers share a kernel (even when the spec
-names a seed) and the same (spec, seed) always builds the same model.
+Built-in models (`build`): layers with weights are `hidden_1` ... `hidden_N` and
+`output` (softmax). Biases start at zero. Every kernel initializer is a copy of
+the one spec reseeded with `layer_seed(seed, index)`, so no two layers share a
+kernel (even when the spec names a seed) and the same (spec, seed) always builds
+the same model.
+
+Your own model (`own_model`): `--model=package.module:function`, a function
+`(input_shape, num_classes) -> keras.Model`, or `--model=path/to/model.keras`.
+`initialize` builds a run's model either way and, where needed (your own model,
+or an initializer that refuses some kernel of a built-in one), re-draws its
+kernels with `keras_inits.reinitialize(..., fallback=...)`.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 
 import keras_inits
+from experiments.errors import ExperimentError
 
 OUTPUT = "output"
+BUILTIN = ("mlp", "cnn")
+# How `keras_inits.reinitialize` marks a kernel it drew with the fallback in its report.
+FALLBACK_MARK = "(fallback"
 
 
 def hidden_name(index: int) -> str:
@@ -98,3 +117,272 @@ def build(
         name=OUTPUT,
     )(x)
     return keras.Model(inputs, outputs, name=f"{kind}_{depth}x{width}_{activation}")
+
+
+# ---- Your own model, and initializers that refuse some kernels ---------------------------
+
+
+def is_builtin(spec: str) -> bool:
+    """Whether `spec` names one of the harness's own architectures (mlp, cnn)."""
+    return spec in BUILTIN
+
+
+def check_spec(spec: str) -> None:
+    """The checks of `--model` that need no data: a built-in name, an importable
+    `package.module:function`, or an existing `.keras` file.
+
+    Raises:
+        ExperimentError: one line saying what is wrong.
+    """
+    if is_builtin(spec):
+        return
+    if spec.endswith(".keras"):
+        if not Path(spec).is_file():
+            raise ExperimentError(f"--model={spec}: no such file.")
+        return
+    if ":" in spec:
+        _factory(spec)
+        return
+    raise ExperimentError(
+        f"Unknown --model {spec!r}; choose mlp, cnn, package.module:function (a function "
+        "(input_shape, num_classes) -> keras.Model) or a path to a .keras file."
+    )
+
+
+def _factory(spec: str) -> Callable[..., Any]:
+    """The function a `package.module:function` spec names, imported."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ExperimentError(f"--model={spec}: give it as package.module:function.")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        raise ExperimentError(
+            f"--model={spec}: give the module's import name (package.module, as `python -m` "
+            "takes it), not a file path."
+        )
+    # As `python -m` does: modules in the current directory import (after installed ones).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise ExperimentError(
+                f"--model={spec}: no module named {missing!r} (searched: installed packages "
+                "and the current directory)."
+            ) from None
+        raise ExperimentError(
+            f"--model={spec}: importing {module_name} failed: {_reason(error)}"
+        ) from None
+    except Exception as error:  # the user's module may raise anything at import
+        raise ExperimentError(
+            f"--model={spec}: importing {module_name} failed: {type(error).__name__}: "
+            f"{_reason(error)}"
+        ) from None
+    factory = getattr(module, name, None)
+    if factory is None:
+        raise ExperimentError(f"--model={spec}: module {module_name} has no function {name!r}.")
+    if not callable(factory):
+        raise ExperimentError(
+            f"--model={spec}: {module_name}.{name} is a {type(factory).__name__}, not a "
+            "function (input_shape, num_classes) -> keras.Model."
+        )
+    return factory
+
+
+def own_model(
+    spec: str, *, input_shape: tuple[int, ...], num_classes: int, x_sample: np.ndarray
+) -> keras.Model:
+    """Your own model: `function(input_shape, num_classes)` called, or the `.keras` file
+    loaded (architecture and weights, not compiled), checked against the data.
+
+    The checks, on `x_sample` (a few training inputs): the model is a `keras.Model`
+    with one input that takes the dataset's inputs, and one output of shape
+    `(None, num_classes)` holding probabilities (rows >= 0 summing to 1): the
+    harness trains every model with sparse categorical cross-entropy on softmax
+    outputs, so a model that ends in logits is refused, with a message saying to
+    end it with a softmax.
+
+    Raises:
+        ExperimentError: one line naming the problem.
+    """
+    if spec.endswith(".keras"):
+        check_spec(spec)
+        try:
+            model = keras.saving.load_model(spec, compile=False)
+        except Exception as error:  # Keras raises many types for a bad or foreign file
+            raise ExperimentError(
+                f"--model={spec}: cannot load it: {type(error).__name__}: {_reason(error)}"
+            ) from None
+        made = "the saved model"
+        if not isinstance(model, keras.Model):
+            raise ExperimentError(
+                f"--model={spec}: holds a {type(model).__name__}, not a keras.Model."
+            )
+    else:
+        factory = _factory(spec)
+        made = f"{spec.partition(':')[2]}({input_shape}, {num_classes})"
+        try:
+            model = factory(input_shape, num_classes)
+        except Exception as error:  # the user's code may raise anything
+            raise ExperimentError(
+                f"--model={spec}: {made} raised {type(error).__name__}: {_reason(error)}"
+            ) from None
+        if not isinstance(model, keras.Model):
+            raise ExperimentError(
+                f"--model={spec}: {made} returned a {type(model).__name__}; it must return "
+                "a keras.Model."
+            )
+    _check_fits(model, spec, made, input_shape, num_classes, x_sample)
+    return model
+
+
+def _check_fits(
+    model: keras.Model,
+    spec: str,
+    made: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    x_sample: np.ndarray,
+) -> None:
+    try:
+        inputs = model.inputs  # Functional and Sequential models with an Input
+    except (AttributeError, ValueError):
+        inputs = None
+    if inputs:
+        if len(inputs) != 1:
+            raise ExperimentError(
+                f"--model={spec}: {made} takes {len(inputs)} inputs; the harness feeds one."
+            )
+        wanted = tuple(inputs[0].shape[1:])
+        fits = len(wanted) == len(input_shape) and all(
+            want is None or want == have for want, have in zip(wanted, input_shape, strict=True)
+        )
+        if not fits:
+            raise ExperimentError(
+                f"--model={spec}: {made} takes inputs of shape {(None, *wanted)}, but the "
+                f"dataset's inputs are {(None, *input_shape)}."
+            )
+    try:
+        outputs = model(x_sample[:2], training=False)
+    except Exception as error:  # a subclassed model fails on the call itself
+        raise ExperimentError(
+            f"--model={spec}: {made} cannot take the dataset's inputs of shape "
+            f"{(None, *input_shape)}: {type(error).__name__}: {_reason(error)}"
+        ) from None
+    if isinstance(outputs, (list, tuple, dict)):
+        raise ExperimentError(
+            f"--model={spec}: {made} has several outputs; the harness needs one, class "
+            f"probabilities of shape (None, {num_classes})."
+        )
+    values = keras.ops.convert_to_numpy(outputs)
+    if tuple(values.shape[1:]) != (num_classes,):
+        raise ExperimentError(
+            f"--model={spec}: {made} outputs shape {(None, *values.shape[1:])}; the harness "
+            f"needs (None, {num_classes}): probabilities over the dataset's {num_classes} "
+            "classes."
+        )
+    if not (np.all(values >= 0) and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3)):
+        raise ExperimentError(
+            f"--model={spec}: {made} does not output probabilities (logits?); end it with a "
+            "softmax (activation='softmax' or keras.layers.Softmax()): the harness trains "
+            "with sparse categorical cross-entropy on probabilities."
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Initialized:
+    """A run's model with its kernels drawn, and what got the fallback.
+
+    Attributes:
+        model: the model, built and initialized.
+        fallback_layers: the layers (paths in the model) whose kernel the
+            initializer refused and `fallback` drew instead, in model order.
+        report: `keras_inits.reinitialize`'s report; None when the built-in
+            path drew every kernel (no fallback needed).
+    """
+
+    model: keras.Model
+    fallback_layers: tuple[str, ...]
+    report: keras_inits.ReinitReport | None
+
+
+def initialize(
+    kind: str,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    x_sample: np.ndarray,
+    depth: int | None,
+    width: int | None,
+    activation: str | None,
+    initializer: str,
+    fallback: str,
+    seed: int,
+) -> Initialized:
+    """The model of one run, every kernel drawn from `initializer` and the run's `seed`.
+
+    - `mlp`/`cnn` with an initializer that takes every kernel: `build`, as
+      always (each layer's initializer reseeded with `layer_seed`).
+    - `mlp`/`cnn` with one that refuses some kernel (dirac or delta_orthogonal
+      on the Dense output): built with `fallback`, then
+      `keras_inits.reinitialize(model, initializer, seed=seed, fallback=fallback)`.
+    - your own model (`package.module:function` or `.keras`): built or loaded
+      (see `own_model`), then re-initialized the same way, so that within a
+      seed every arm has the same biases (zeros) and non-kernel weights and
+      only the kernels differ. Call `keras.utils.set_random_seed(seed)` first.
+
+    Raises:
+        ValueError: `initializer` refuses every kernel (each would get the
+            fallback), or `fallback` refuses a kernel too.
+        ExperimentError: your own model cannot be built or does not fit the data.
+    """
+    if is_builtin(kind):
+        settings = dict(
+            input_shape=input_shape,
+            num_classes=num_classes,
+            depth=depth,
+            width=width,
+            activation=activation,
+            seed=seed,
+        )
+        if kind == "cnn" and len(input_shape) != 3:
+            build(kind, initializer=initializer, **settings)  # raises: not images
+        try:
+            return Initialized(build(kind, initializer=initializer, **settings), (), None)
+        except ValueError:
+            pass  # some kernel refused it: build with the fallback, then re-draw
+        try:
+            model = build(kind, initializer=fallback, **settings)
+        except ValueError as error:
+            raise ValueError(f"the fallback {fallback} cannot either: {_reason(error)}") from None
+    else:
+        model = own_model(kind, input_shape=input_shape, num_classes=num_classes, x_sample=x_sample)
+    try:
+        report = keras_inits.reinitialize(model, initializer, seed=seed, fallback=fallback)
+    except ValueError as error:
+        # The initializer refused a kernel and the fallback refused it too.
+        raise ValueError(f"{_reason(error)} (fallback {fallback})") from None
+    kernels = [
+        row for row in report.rows if row["layout"] != "bias" and "recurrent" not in row["weight"]
+    ]
+    fallback_layers = tuple(row["path"] for row in kernels if FALLBACK_MARK in row["initializer"])
+    if kernels and len(fallback_layers) == len(kernels):
+        try:
+            keras_inits.reinitialize(model, initializer, seed=seed)
+            reason = "every kernel"
+        except ValueError as error:
+            reason = _reason(error)
+        raise ValueError(
+            f"it refuses every kernel of the model ({reason}), so every layer would get the "
+            f"fallback {fallback}; choose a model with layers it can initialize (dirac and "
+            "delta_orthogonal need convolutions: --model=cnn)."
+        )
+    return Initialized(model, fallback_layers, report)
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of an error message, kept short."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

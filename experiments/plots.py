@@ -78,7 +78,11 @@ def depth_profiles(path: Path, groups: Groups, layers: Sequence[str]) -> None:
         axes.set_title(title)
         _log_scale(axes)
         axes.grid(alpha=0.3)
-        axes.set_xticks(x, _short_names(layers), rotation=90 if len(layers) > 12 else 0)
+        names = _short_names(layers)
+        # Your own model's names (`block_3_expand`...) are longer than h1, h2...: turn them
+        # when they would overlap.
+        crowded = len(layers) > 12 or sum(map(len, names)) > 60
+        axes.set_xticks(x, names, rotation=90 if crowded else 0)
     grid[0, 1].legend(fontsize="small")
     figure.suptitle("Per-layer statistics on the probe batch (log scale; zero std not drawn)")
     figure.savefig(path, dpi=110)

@@ -32,6 +32,7 @@ FIELDS = (
     "final_test_loss",
     "final_test_accuracy",
     "diverged_at_step",
+    "fallback_layers",
 )
 JSON_NAME = "summary.json"
 CSV_NAME = "summary.csv"
@@ -39,8 +40,8 @@ CSV_NAME = "summary.csv"
 _RUN_AXES = ("initializers", "activation", "seeds")
 
 
-def run_key(entry: dict[str, Any]) -> tuple[str, str, int]:
-    """What identifies a run: initializer spec, activation, seed."""
+def run_key(entry: dict[str, Any]) -> tuple[str, str | None, int]:
+    """What identifies a run: initializer spec, activation (None for your own model), seed."""
     return entry["initializer"], entry["activation"], entry["seed"]
 
 
@@ -71,11 +72,13 @@ def load(root: Path, config: ExperimentConfig) -> list[dict[str, Any]]:
             f"Cannot read {path} ({error}); pass --overwrite to start the experiment again."
         ) from None
     current = flags_of(config)
+    # A setting added to the harness after the folder was written had its default then.
+    defaults = flags_of(ExperimentConfig())
     differences = [
-        f"{name}: {stored_flags.get(name)!r} there, {value!r} now"
+        f"{name}: {stored_flags.get(name, defaults[name])!r} there, {value!r} now"
         for name, value in current.items()
         if name not in (*_RUN_AXES, "preset", "logdir", "experiment")
-        and stored_flags.get(name) != value
+        and stored_flags.get(name, defaults[name]) != value
     ]
     if differences:
         raise ExperimentError(
@@ -92,7 +95,11 @@ def save(root: Path, config: ExperimentConfig, entries: list[dict[str, Any]]) ->
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(entries)
+    # Lists (the layers that got the fallback) as space-separated names.
+    writer.writerows(
+        {key: " ".join(value) if isinstance(value, list) else value for key, value in e.items()}
+        for e in entries
+    )
     _write_atomic(root / CSV_NAME, table.getvalue())
 
 

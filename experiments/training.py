@@ -4,8 +4,12 @@ Everything random is fixed by the seed and independent of the initializer:
 `keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow; the
 training batches come from a `tf.data` shuffle seeded with `seed`; each layer's
 kernel initializer is reseeded from `seed` and the layer's index (see
-`models.layer_seed`); biases start at zero. Two initializers with the same seed
-thus train the same architecture on the same batches in the same order.
+`models.layer_seed`), or, for your own model and for kernels that need the
+fallback, `keras_inits.reinitialize` seeds each kernel from `seed` and its
+position (see `models.initialize`); biases start at zero. Two initializers with
+the same seed thus train the same architecture on the same batches in the same
+order. Each run starts from a cleared Keras session, so the layers of your own
+model get the same automatic names in every run.
 """
 
 from __future__ import annotations
@@ -97,17 +101,25 @@ def train_run(
     sets and a probe snapshot (histograms too unless `config.histogram_every`
     is 0), then trains with `model.fit`; `callbacks` are added to the fit.
     """
+    # Layer names count from scratch (dense, dense_1...) in every run, so every arm's
+    # TensorBoard tags and report rows name the same layers; the seed is set after, as
+    # clearing the session forgets it.
+    keras.utils.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
-    model = models.build(
+    built = models.initialize(
         config.model,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
+        x_sample=data.x_train[:2],
         depth=config.depth,
         width=config.width,
         activation=activation,
         initializer=initializer,
+        fallback=config.fallback_initializer,
         seed=seed,
     )
+    model = built.model
+    fallback = config.fallback_initializer if built.fallback_layers else None
     model.compile(
         optimizer=make_optimizer(config.optimizer, config.learning_rate, config.momentum),
         loss="sparse_categorical_crossentropy",
@@ -133,6 +145,7 @@ def train_run(
         initializer=initializer,
         activation=activation,
         seed=seed,
+        fallback=fallback,
     )
 
     # Step 0, before any update.
@@ -154,7 +167,9 @@ def train_run(
         training_batches(data.x_train, data.y_train, config.batch_size, seed),
         epochs=config.epochs,
         validation_data=test_batches,
-        callbacks=[monitor, *([signals] if histograms_on else []), *callbacks],
+        # Signals first: at an epoch's end it may log its scalars, which the monitor then
+        # does not log again.
+        callbacks=[*([signals] if histograms_on else []), monitor, *callbacks],
         shuffle=False,  # the dataset is already shuffled, reproducibly
         verbose=config.verbose,
     )
@@ -184,9 +199,12 @@ def train_run(
         "final_test_loss": history["test_loss"][-1],
         "final_test_accuracy": history["test_accuracy"][-1],
         "diverged_at_step": monitor.diverged_at_step,
+        "fallback_layers": list(built.fallback_layers),
     }
     details = {
         "layers": initial.layers,
+        "fallback": fallback,
+        "fallback_layers": list(built.fallback_layers),
         "history": history,
         "profiles": {
             "initial": {"step": 0, **initial.profile()},

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -52,10 +53,14 @@ def _events(run_dir: Path) -> event_accumulator.EventAccumulator:
 
 def test_runs_finish_with_progress_lines(finished):
     settings, entries, lines = finished
-    assert lines[:2] == [
-        "run 1/2 xavier_normal seed 0",
-        "run 2/2 random_uniform(minval=-0.1, maxval=0.1) seed 0",
-    ]
+    # One line per run, when it ends, then the results line.
+    assert len(lines) == 3 and lines[2].startswith("results: ")
+    for line, spec in zip(lines, settings.initializers, strict=False):
+        match = re.fullmatch(
+            r"run (\d)/2 (.+) seed 0: epoch 2/2 loss (\S+) test acc (\S+) \(\d+\.\d s\)", line
+        )
+        assert match and match[2] == spec, line
+    assert lines[0].startswith("run 1/2 xavier_normal seed 0: ")
     assert [entry["status"] for entry in entries] == ["ok", "ok"]
     steps = TINY["epochs"] * TINY["train_size"] // TINY["batch_size"]
     for entry in entries:
@@ -135,8 +140,8 @@ def test_an_interrupted_comparison_resumes_with_the_missing_run_only(finished, t
     resumed = dataclasses.replace(settings, logdir=str(tmp_path))
     lines = []
     again = runner.compare(resumed, progress=lines.append)
-    assert "skipped" in lines[0] and lines[1] == entries[1]["initializer"].join(
-        ["run 2/2 ", " seed 0"]
+    assert "skipped" in lines[0] and lines[1].startswith(
+        entries[1]["initializer"].join(["run 2/2 ", " seed 0: epoch 2/2 loss "])
     )
     assert [entry["initializer"] for entry in again] == [e["initializer"] for e in entries]
     # The retrained run is the same run: identical seeds, data and order.
