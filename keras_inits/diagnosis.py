@@ -331,7 +331,7 @@ def plot_profiles(path: str | Path, diagnoses: Mapping[str, Diagnosis]) -> Path:
             values = [np.nan if row[key] is None else row[key] for row in diagnosis.layers]
             axes.plot(x, values, marker="o", markersize=3, label=label)
     activations.set_title("activation std per layer (log scale; zeros not drawn)")
-    gradients.set_title("back-propagated gradient std dL/d(output)")
+    gradients.set_title("back-propagated gradient std dL/d(output) (zeros not drawn)")
     for axes in (activations, gradients):
         axes.set_yscale("log")
         axes.grid(alpha=0.3)
