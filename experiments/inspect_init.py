@@ -183,27 +183,15 @@ def inspect(
     for activation in config.activation:
         group = groups.setdefault("own model" if own else activation, {})
         for spec in config.initializers:
-            keras.utils.clear_session(free_memory=False)  # the same layer names every time
-            keras.utils.set_random_seed(seed)
-            try:
-                built = models.initialize(
-                    config.model,
-                    input_shape=dataset.input_shape,
-                    num_classes=dataset.num_classes,
-                    x_sample=batch.x[:2],
-                    depth=config.depth,
-                    width=config.width,
-                    activation=activation,
-                    initializer=spec,
-                    fallback=config.fallback_initializer,
-                    seed=seed,
-                )
-            except (TypeError, ValueError) as error:
-                if isinstance(error, ExperimentError):
-                    raise
-                raise ExperimentError(
-                    f"{spec} cannot initialize the model: {_reason(error)}"
-                ) from None
+            built = models.initialize_run(
+                config,
+                input_shape=dataset.input_shape,
+                num_classes=dataset.num_classes,
+                x_sample=batch.x[:2],
+                activation=activation,
+                initializer=spec,
+                seed=seed,
+            )
             group[spec] = keras_inits.diagnose(
                 built.model,
                 batch.x,

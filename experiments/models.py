@@ -21,13 +21,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
 
 import keras_inits
 from experiments.errors import ExperimentError
+
+if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time either way
+    from experiments.config import ExperimentConfig
 
 OUTPUT = "output"
 BUILTIN = ("mlp", "cnn")
@@ -379,6 +382,48 @@ def initialize(
             "delta_orthogonal need convolutions: --model=cnn)."
         )
     return Initialized(model, fallback_layers, report)
+
+
+def initialize_run(
+    config: ExperimentConfig,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    x_sample: np.ndarray,
+    activation: str | None,
+    initializer: str,
+    seed: int,
+) -> Initialized:
+    """`initialize` with `config`'s model settings, in a fresh Keras session seeded with
+    `seed`: layer names count from scratch (dense, dense_1...) in every run, so every arm's
+    TensorBoard tags and report rows name the same layers (the seed is set after, as
+    clearing the session forgets it).
+
+    Raises:
+        ExperimentError: one line, when the model cannot be built or `initializer`
+            cannot initialize it.
+    """
+    keras.utils.clear_session(free_memory=False)
+    keras.utils.set_random_seed(seed)
+    try:
+        return initialize(
+            config.model,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            x_sample=x_sample,
+            depth=config.depth,
+            width=config.width,
+            activation=activation,
+            initializer=initializer,
+            fallback=config.fallback_initializer,
+            seed=seed,
+        )
+    except ExperimentError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ExperimentError(
+            f"{initializer} cannot initialize the model: {_reason(error)}"
+        ) from None
 
 
 def _reason(error: BaseException) -> str:

@@ -158,25 +158,15 @@ def _check_initializers_fit(config: ExperimentConfig, data: data_lib.Dataset) ->
     (your own) or a spec that cannot initialize it (dirac on an MLP, whose every kernel
     would get the fallback) fails before training."""
     for initializer in config.initializers:
-        keras.utils.clear_session(free_memory=False)
-        try:
-            models.initialize(
-                config.model,
-                input_shape=data.input_shape,
-                num_classes=data.num_classes,
-                x_sample=data.x_train[:2],
-                depth=config.depth,
-                width=config.width,
-                activation=config.activation[0],
-                initializer=initializer,
-                fallback=config.fallback_initializer,
-                seed=config.seeds[0],
-            )
-        except (TypeError, ValueError) as error:
-            if isinstance(error, ExperimentError):
-                raise
-            reason = str(error).strip().splitlines()[0]
-            raise ExperimentError(f"{initializer} cannot initialize the model: {reason}") from None
+        models.initialize_run(
+            config,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            x_sample=data.x_train[:2],
+            activation=config.activation[0],
+            initializer=initializer,
+            seed=config.seeds[0],
+        )
 
 
 class LiveLine(keras.callbacks.Callback):

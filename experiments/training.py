@@ -101,21 +101,13 @@ def train_run(
     sets and a probe snapshot (histograms too unless `config.histogram_every`
     is 0), then trains with `model.fit`; `callbacks` are added to the fit.
     """
-    # Layer names count from scratch (dense, dense_1...) in every run, so every arm's
-    # TensorBoard tags and report rows name the same layers; the seed is set after, as
-    # clearing the session forgets it.
-    keras.utils.clear_session(free_memory=False)
-    keras.utils.set_random_seed(seed)
-    built = models.initialize(
-        config.model,
+    built = models.initialize_run(
+        config,
         input_shape=data.input_shape,
         num_classes=data.num_classes,
         x_sample=data.x_train[:2],
-        depth=config.depth,
-        width=config.width,
         activation=activation,
         initializer=initializer,
-        fallback=config.fallback_initializer,
         seed=seed,
     )
     model = built.model
