@@ -202,7 +202,7 @@ def lsuv(
             f"Model {model.name!r} has no layer with a kernel (Dense, Conv, EinsumDense...): "
             "LSUV has nothing to initialize."
         )
-    check_batch(model, x)
+    check_batch(x)
     saved = [keras.ops.convert_to_numpy(variable) for variable in model.weights]
     try:
         return _lsuv(model, taps, x, tol, max_iters, seed)

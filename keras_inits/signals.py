@@ -164,10 +164,6 @@ class SignalProbe:
             for o in flat
         ]
 
-    @property
-    def layer_names(self) -> list[str]:
-        return [tap.name for tap in self.taps]
-
     def compute(self) -> Signals:
         """One forward and backward pass on the probe batch; no weight changes."""
         taps = self.taps

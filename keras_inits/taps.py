@@ -103,7 +103,7 @@ def intercept(taps: Sequence[Tap], hook: Hook) -> Iterator[None]:
             vars(layer).pop("call", None)
 
 
-def check_batch(model: keras.layers.Layer, x: Any) -> Any:
+def check_batch(x: Any) -> Any:
     """Refuses what is not one batch of arrays (a dataset, a generator, None)."""
     if x is None:
         raise ValueError("x is None: pass one batch of inputs, e.g. x_train[:256].")
@@ -186,7 +186,7 @@ def forward_order(model: keras.layers.Layer, x: Any) -> tuple[list[Tap], list[Sp
         return outputs
 
     with intercept(taps, record):
-        outputs = call_model(model, check_batch(model, x))
+        outputs = call_model(model, check_batch(x))
     if not order:
         raise ValueError(
             f"Model {model.name!r} called none of its layers with a kernel on x, so there is "
