@@ -1,20 +1,29 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot, no display needed).
 
-Each function takes `groups`: label -> the `run.json` details of that label's
-runs (one per seed), and writes one PNG.
+Each function writes one PNG. `loss_curves`, `depth_profiles` and
+`activation_histograms` take `groups`: label -> the `run.json` details of that
+label's runs (one per seed); each run names its own layers, so labels of a depth
+sweep may have different layers. `final_loss_sweep` takes summary entries.
 """
 
 from __future__ import annotations
 
 import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 Groups = Mapping[str, Sequence[dict]]
 _MAX_HISTOGRAM_COLUMNS = 8  # deeper nets show evenly spaced layers, first and last included
+_MAX_SWEEP_TICKS = 12  # a sweep of more values gets matplotlib's ticks
+_LEGEND_INSIDE = 8  # more labels than this get a legend below the panels, in columns
+# Swept settings whose values are spread geometrically (0.001, 0.01, 0.1; 16, 32, 64).
+LOG_SCALE_SETTINGS = ("learning_rate", "batch_size")
 
 
 def _array(values: Sequence[float | None]) -> np.ndarray:
@@ -30,12 +39,13 @@ def _stack(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
 
 
 def _band(axes, x: np.ndarray, rows: np.ndarray, label: str, color, style: str = "-") -> None:
-    """Mean line; with several seeds, a min-max band around it."""
-    with np.errstate(all="ignore"):
+    """Mean line; with several seeds, a min-max band around it (NaN: a gap)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: every seed diverged
         mean = np.nanmean(rows, axis=0) if len(rows) > 1 else rows[0]
-    axes.plot(x, mean, style, color=color, label=label, marker="o", markersize=3)
-    if len(rows) > 1:
-        axes.fill_between(x, np.nanmin(rows, 0), np.nanmax(rows, 0), color=color, alpha=0.2)
+        axes.plot(x, mean, style, color=color, label=label, marker="o", markersize=3)
+        if len(rows) > 1:
+            axes.fill_between(x, np.nanmin(rows, 0), np.nanmax(rows, 0), color=color, alpha=0.2)
 
 
 def loss_curves(path: Path, groups: Groups) -> None:
@@ -49,20 +59,25 @@ def loss_curves(path: Path, groups: Groups) -> None:
             _band(axes, np.arange(rows.shape[1]), rows, label, color)
     for axes, title in ((train_axes, "training loss"), (test_axes, "test loss")):
         axes.set(title=title, xlabel="epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         _log_scale(axes, min_span=20)  # a diverging run can reach 1e30; others stay ~1
         axes.grid(alpha=0.3)
     train_axes.set_ylabel("cross-entropy (gaps: diverged)")
-    test_axes.legend(fontsize="small")
+    _legend(figure, test_axes, len(groups))
     figure.savefig(path, dpi=110)
 
 
-def depth_profiles(path: Path, groups: Groups, layers: Sequence[str]) -> None:
-    """Per-layer activation std and back-propagated gradient std at step 0 and at the end."""
+def depth_profiles(path: Path, groups: Groups) -> None:
+    """Per-layer activation std and back-propagated gradient std at step 0 and at the end.
+
+    When the labels' layers differ (a depth sweep), the x axis is the layer's position
+    (1 = first layer with weights, each line's last point its output layer).
+    """
     figure = Figure(figsize=(11, 8), layout="constrained")
     grid = figure.subplots(2, 2, sharex=True)
     colors = _colors(len(groups))
-    x = np.arange(1, len(layers) + 1)
     for color, (label, runs) in zip(colors, groups.items(), strict=True):
+        x = np.arange(1, len(runs[0]["layers"]) + 1)
         for column, moment in enumerate(("initial", "final")):
             for row, key in enumerate(("activation_std", "activation_gradient_std")):
                 rows = _stack([run["profiles"][moment][key] for run in runs])
@@ -73,33 +88,50 @@ def depth_profiles(path: Path, groups: Groups, layers: Sequence[str]) -> None:
         (1, 0): "back-propagated gradient std dL/d(output), step 0",
         (1, 1): "back-propagated gradient std dL/d(output), end of training",
     }
+    layer_lists = {tuple(runs[0]["layers"]) for runs in groups.values()}
     for (row, column), title in titles.items():
         axes = grid[row, column]
         axes.set_title(title)
         _log_scale(axes)
         axes.grid(alpha=0.3)
-        names = _short_names(layers)
-        # Your own model's names (`block_3_expand`...) are longer than h1, h2...: turn them
-        # when they would overlap.
-        crowded = len(layers) > 12 or sum(map(len, names)) > 60
-        axes.set_xticks(x, names, rotation=90 if crowded else 0)
-    grid[0, 1].legend(fontsize="small")
+        if len(layer_lists) == 1:
+            names = _short_names(next(iter(layer_lists)))
+            # Your own model's names (`block_3_expand`...) are longer than h1, h2...: turn
+            # them when they would overlap.
+            crowded = len(names) > 12 or sum(map(len, names)) > 60
+            axes.set_xticks(np.arange(1, len(names) + 1), names, rotation=90 if crowded else 0)
+        else:
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if row == 1:
+                axes.set_xlabel("layer (1 = first; each line ends at its output layer)")
+    _legend(figure, grid[0, 1], len(groups))
     figure.suptitle("Per-layer statistics on the probe batch (log scale; zero std not drawn)")
     figure.savefig(path, dpi=110)
 
 
-def activation_histograms(path: Path, groups: Groups, layers: Sequence[str], moment: str) -> None:
-    """Grid of activation histograms: one row per initializer, one column per layer.
+def activation_histograms(path: Path, groups: Groups, moment: str) -> None:
+    """Grid of activation histograms: one row per label, one column per layer.
 
     Drawn from each label's first run (first seed), as in Glorot & Bengio's Fig. 6.
+    Deep nets show evenly spaced layers; when the labels' layers differ (a depth
+    sweep), every panel names its layer.
     """
-    columns = _histogram_columns(len(layers))
-    figure = Figure(figsize=(2.1 * len(columns) + 1.5, 1.6 * len(groups) + 1), layout="constrained")
-    grid = figure.subplots(len(groups), len(columns), squeeze=False, sharex="col")
-    for row, (label, runs) in enumerate(groups.items()):
+    layer_lists = [runs[0]["layers"] for runs in groups.values()]
+    same_layers = all(layers == layer_lists[0] for layers in layer_lists)
+    width = max(len(_histogram_columns(len(layers))) for layers in layer_lists)
+    figure = Figure(figsize=(2.1 * width + 1.5, 1.6 * len(groups) + 1), layout="constrained")
+    grid = figure.subplots(
+        len(groups), width, squeeze=False, sharex="col" if same_layers else "none"
+    )
+    for row, ((label, runs), layers) in enumerate(zip(groups.items(), layer_lists, strict=True)):
         histograms = runs[0]["profiles"][moment].get("activation_histograms")
-        for column, layer in enumerate(columns):
+        columns = _histogram_columns(len(layers))
+        for column in range(width):
             axes = grid[row, column]
+            if column >= len(columns):
+                axes.set_axis_off()
+                continue
+            layer = columns[column]
             if histograms:
                 buckets = np.array(histograms[layer])
                 edges = np.append(buckets[:, 0], buckets[-1, 1])
@@ -107,13 +139,94 @@ def activation_histograms(path: Path, groups: Groups, layers: Sequence[str], mom
                 axes.stairs(buckets[:, 2] / total, edges, fill=True, alpha=0.7)
             axes.tick_params(labelsize="x-small")
             axes.set_yticks([])
-            if row == 0:
-                axes.set_title(layers[layer], fontsize="small")
+            if row == 0 or not same_layers:
+                axes.set_title(layers[layer], fontsize="small" if same_layers else "x-small")
             if column == 0:
                 axes.set_ylabel(_wrap(label), fontsize="x-small", rotation=0, ha="right")
     when = "at step 0" if moment == "initial" else "at the end of training"
     figure.suptitle(f"Activation histograms {when} (probe batch, first seed)")
     figure.savefig(path, dpi=100)
+
+
+def final_loss_sweep(
+    path: Path, setting: str, lines: Mapping[str, Sequence[dict[str, Any]]]
+) -> None:
+    """Final training and test loss against the numeric swept `setting`, one line per label.
+
+    `lines` maps a label (an initializer, with the other swept settings' values) to its
+    summary entries, each holding `setting`, `status`, `final_loss` and `final_test_loss`.
+    Each point is the mean over the seeds that did not diverge, with a min-max band;
+    where every seed diverged the line has a gap, and the legend says where runs
+    diverged. Entries without a value of `setting` (your own model in a depth sweep)
+    are left out. The x axis is logarithmic for `LOG_SCALE_SETTINGS`, linear otherwise
+    (a depth sweep, as in He et al. 2015, Fig. 2-3, and Saxe et al. 2013).
+    """
+    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    train_axes, test_axes = figure.subplots(1, 2, sharey=True)
+    colors = _colors(len(lines))
+    any_diverged = False
+    for color, (label, entries) in zip(colors, lines.items(), strict=True):
+        entries = [entry for entry in entries if entry.get(setting) is not None]
+        x = np.array(sorted({entry[setting] for entry in entries}), dtype=float)
+        if not x.size:
+            continue
+        note = _diverged_note(setting, entries)
+        any_diverged = any_diverged or bool(note)
+        for axes, key in ((train_axes, "final_loss"), (test_axes, "final_test_loss")):
+            rows = _points(entries, setting, x, key)
+            _band(axes, x, rows, label + note, color)
+    values = sorted({entry[setting] for entries in lines.values() for entry in entries} - {None})
+    for axes, title in ((train_axes, "final training loss"), (test_axes, "final test loss")):
+        axes.set(title=title, xlabel=setting)
+        if setting in LOG_SCALE_SETTINGS:
+            axes.set_xscale("log")
+            axes.minorticks_off()
+        if len(values) <= _MAX_SWEEP_TICKS:  # the swept values themselves, not 2.2, 2.4...
+            axes.set_xticks(values, [f"{value:g}" for value in values])
+        _log_scale(axes, min_span=20)
+        axes.grid(alpha=0.3)
+    train_axes.set_ylabel("cross-entropy (mean over seeds, band: min-max)")
+    _legend(figure, test_axes, len(lines))
+    left_out = "; diverged runs left out" if any_diverged else ""
+    figure.suptitle(f"Final loss against {setting}{left_out}")
+    figure.savefig(path, dpi=110)
+
+
+def _points(entries: Sequence[dict[str, Any]], setting: str, x: np.ndarray, key: str) -> np.ndarray:
+    """(seeds, len(x)): the runs that did not diverge, by value of `setting`; NaN-padded."""
+    columns = [
+        [entry[key] for entry in entries if entry[setting] == value and entry["status"] == "ok"]
+        for value in x
+    ]
+    height = max(1, *(len(column) for column in columns))
+    return np.array(
+        [
+            np.pad(_array(column), (0, height - len(column)), constant_values=np.nan)
+            for column in columns
+        ]
+    ).T
+
+
+def _diverged_note(setting: str, entries: Sequence[dict[str, Any]]) -> str:
+    """` (diverged: depth=30 2/2 runs)` for the values of `setting` where runs diverged."""
+    counts = {}
+    for value in sorted({entry[setting] for entry in entries}):
+        runs = [entry for entry in entries if entry[setting] == value]
+        diverged = sum(entry["status"] != "ok" for entry in runs)
+        if diverged:
+            counts[value] = f"{setting}={value:g} {diverged}/{len(runs)} runs"
+    return f" (diverged: {', '.join(counts.values())})" if counts else ""
+
+
+def _legend(figure: Figure, axes, count: int) -> None:
+    """Inside `axes` for a few labels; below the panels, in columns, for many."""
+    if count <= _LEGEND_INSIDE:
+        axes.legend(fontsize="small")
+        return
+    handles, labels = axes.get_legend_handles_labels()
+    figure.legend(
+        handles, labels, loc="outside lower center", ncol=min(3, -(-count // 6)), fontsize="small"
+    )
 
 
 def _log_scale(axes, min_span: float = 1.0) -> None:

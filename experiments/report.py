@@ -1,24 +1,34 @@
 """`report.md`: the settings, the results table (mean ± std over seeds, next to the chance
-level), the layers that got the fallback initializer, and the figures."""
+level), the layers that got the fallback initializer, and the figures.
+
+Runs are grouped by their cell (the values of the swept settings, `config.cells()`)
+and initializer, and aggregated over seeds. Each swept setting gets a column in the
+tables and a run's label names its values (`xavier_normal · depth=30`); a swept
+numeric setting also gets a figure of the final loss against it. Entries of older
+summaries that lack a setting take the config's value of it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from experiments import plots
-from experiments.config import ExperimentConfig, is_own_model
+from experiments.config import SWEPT, Cell, ExperimentConfig, is_own_model
 
 REPORT_NAME = "report.md"
 FIGURES = {
     "loss_curves.png": "Loss curves",
-    "depth_profiles.png": "Activation and gradient spread against depth",
+    "depth_profiles.png": "Activation and gradient spread against layer depth",
     "activation_histograms_initial.png": "Activation histograms at step 0",
     "activation_histograms_final.png": "Activation histograms after training",
 }
+# Swept settings that get a figure of the final loss against their values.
+NUMERIC_SETTINGS = ("depth", "width", "learning_rate", "batch_size")
 _COLUMNS = (
     ("initial_loss", "initial loss", 3),
     ("final_loss", "final train loss", 3),
@@ -26,13 +36,63 @@ _COLUMNS = (
     ("final_test_accuracy", "test accuracy", 3),
     ("train_seconds", "train s", 1),
 )
+# (cell, initializer) -> that group's entries, one per seed.
+Groups = dict[tuple[Cell, str], list[dict[str, Any]]]
 
 
-def label_of(entry: dict[str, Any], several_activations: bool) -> str:
-    """How a run's initializer (and activation, when they vary) is named in tables and plots."""
-    if several_activations:
-        return f"{entry['initializer']} · {entry['activation']}"
-    return entry["initializer"]
+def sweep_figure(setting: str) -> str:
+    """The file name of the figure of the final loss against `setting`."""
+    return f"sweep_{setting}.png"
+
+
+def cell_of(entry: Mapping[str, Any], config: ExperimentConfig) -> Cell:
+    """The entry's values of the swept settings.
+
+    A setting missing from the entry (a summary written before it could be swept)
+    takes the config's value when the config has one, else None; your own model has
+    no depth, width or activation, as in `config.cells()`.
+    """
+    values = {}
+    for name in SWEPT:
+        configured = getattr(config, name)
+        values[name] = entry.get(name, configured[0] if len(configured) == 1 else None)
+    cell = Cell(**values)
+    if cell.model is not None and is_own_model(cell.model):
+        cell = dataclasses.replace(cell, depth=None, width=None, activation=None)
+    return cell
+
+
+def label_of(initializer: str, cell: Cell, swept: Sequence[str]) -> str:
+    """How a group is named in figures: the initializer, then the swept settings' values.
+
+    >>> label_of("xavier_normal", cell, ("depth",))
+    'xavier_normal · depth=30'
+    """
+    described = cell.describe(swept)
+    return f"{initializer} · {described}" if described else initializer
+
+
+def group(entries: Sequence[dict[str, Any]], config: ExperimentConfig) -> Groups:
+    """The entries by (cell, initializer), in `config.cells()` then `config.initializers`
+    order; groups of earlier runs outside the current grid follow, as first found.
+
+    Every entry comes back with its cell's values filled in (`cell_of`).
+    """
+    found: Groups = {}
+    for entry in entries:
+        cell = cell_of(entry, config)
+        found.setdefault((cell, entry["initializer"]), []).append({**entry, **cell.values()})
+    cells, initializers = config.cells(), config.initializers
+    planned = [(cell, spec) for cell in cells for spec in initializers]
+    order = [key for key in planned if key in found]
+    order += [key for key in found if key not in set(planned)]
+    return {key: found[key] for key in order}
+
+
+def swept_settings(groups: Groups, config: ExperimentConfig) -> tuple[str, ...]:
+    """The settings with more than one value across the grid and the runs found."""
+    cells = [*config.cells(), *(cell for cell, _ in groups)]
+    return tuple(name for name in SWEPT if len({getattr(cell, name) for cell in cells}) > 1)
 
 
 def write(
@@ -50,51 +110,35 @@ def write(
     class (`Dataset.chance_accuracy`), shown next to the accuracies; `num_classes`
     completes the sentence that explains it.
     """
-    several_activations = len({entry["activation"] for entry in entries}) > 1
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for entry in entries:
-        groups.setdefault(label_of(entry, several_activations), []).append(entry)
-
-    figures = []
-    runs = {
-        label: [details[e["run_dir"]] for e in members if e["run_dir"] in details]
-        for label, members in groups.items()
-    }
-    runs = {label: found for label, found in runs.items() if found}
-    if runs:
-        layers = next(iter(runs.values()))[0]["layers"]
-        plots.loss_curves(root / "loss_curves.png", runs)
-        plots.depth_profiles(root / "depth_profiles.png", runs, layers)
-        for moment in ("initial", "final"):
-            plots.activation_histograms(
-                root / f"activation_histograms_{moment}.png", runs, layers, moment
-            )
-        figures = list(FIGURES.items())
+    groups = group(entries, config)
+    swept = swept_settings(groups, config)
+    labels = {key: label_of(key[1], key[0], swept) for key in groups}
+    figures = _figures(root, groups, labels, details, swept)
+    grouped_arms = max((entry.get("group_size") or 1 for entry in entries), default=1) > 1
 
     lines = [
-        f"# {config.experiment}: {len(groups)} initializer settings, {len(entries)} runs",
+        f"# {config.experiment}: {_headline(groups, swept, len(entries))}",
         "",
-        *_settings(config),
+        *_settings(config, swept),
         "",
         "## Identical models",
         "",
-        *_identical_models(config),
+        *_identical_models(config, swept),
         "",
         "## Results",
         "",
-        *_group_table(groups, chance),
+        *_group_table(groups, swept, chance),
         "",
         *_chance_sentence(chance, num_classes),
         "Losses are cross-entropy; the initial loss is measured on the training set before "
-        "the first update. `train s` is the training loop's wall time (steps and histogram "
-        "snapshots; compilation and evaluation excluded). With several seeds, cells read "
-        "mean ± standard deviation over the seeds that did not diverge.",
+        "the first update. " + _train_seconds_sentence(grouped_arms) + " With several seeds, "
+        "cells read mean ± standard deviation over the seeds that did not diverge.",
         "",
         "### Every run",
         "",
-        *_run_table(entries, several_activations, chance),
+        *_run_table(groups, swept, chance),
         "",
-        *_fallback_section(config, groups),
+        *_fallback_section(config, groups, swept),
     ]
     for name, title in figures:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
@@ -112,34 +156,127 @@ def write(
     return path
 
 
-def _settings(config: ExperimentConfig) -> list[str]:
-    if is_own_model(config.model):
-        model = f"your own, `{config.model}` (its own layers and activations), softmax output"
-    else:
-        model = (
-            f"{config.model.upper()} of {config.depth} hidden layers, width {config.width}, "
-            f"activation {', '.join(config.activation)}, softmax output"
+def _figures(
+    root: Path,
+    groups: Groups,
+    labels: dict[tuple[Cell, str], str],
+    details: dict[str, dict],
+    swept: Sequence[str],
+) -> list[tuple[str, str]]:
+    """Draws the figures; returns (file name, title) of each, in report order."""
+    figures = []
+    runs = {
+        labels[key]: [details[e["run_dir"]] for e in members if e["run_dir"] in details]
+        for key, members in groups.items()
+    }
+    runs = {label: found for label, found in runs.items() if found}
+    if runs:
+        plots.loss_curves(root / "loss_curves.png", runs)
+        figures.append(("loss_curves.png", FIGURES["loss_curves.png"]))
+    for setting in swept:
+        values = {entry[setting] for members in groups.values() for entry in members}
+        if setting not in NUMERIC_SETTINGS or len(values - {None}) < 2:
+            continue
+        others = [name for name in swept if name != setting]
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for (cell, initializer), members in groups.items():
+            lines.setdefault(label_of(initializer, cell, others), []).extend(members)
+        plots.final_loss_sweep(root / sweep_figure(setting), setting, lines)
+        figures.append((sweep_figure(setting), f"Final loss against {setting}"))
+    if runs:
+        plots.depth_profiles(root / "depth_profiles.png", runs)
+        for moment in ("initial", "final"):
+            name = f"activation_histograms_{moment}.png"
+            plots.activation_histograms(root / name, runs, moment)
+        figures += [(name, title) for name, title in FIGURES.items() if name != "loss_curves.png"]
+    return figures
+
+
+def _headline(groups: Groups, swept: Sequence[str], runs: int) -> str:
+    if not swept:
+        return f"{len(groups)} initializer settings, {runs} runs"
+    initializers = len({initializer for _, initializer in groups})
+    cells = len({cell for cell, _ in groups})
+    return (
+        f"{initializers} initializers × {cells} settings of {', '.join(swept)}, "
+        f"{len(groups)} groups, {runs} runs"
+    )
+
+
+def _train_seconds_sentence(grouped_arms: bool) -> str:
+    text = (
+        "`train s` is the training loop's wall time (steps and histogram snapshots; "
+        "compilation and evaluation excluded)."
+    )
+    if grouped_arms:
+        text += (
+            " Arms trained together (the initializers of one setting and seed, see "
+            "`group_size` in summary.json) share one compiled step, so their `train s` is "
+            "the loop time of the whole group, the same for each of its arms: it does not "
+            "measure one initializer's cost alone (`--nogroup_arms` trains each arm alone)."
         )
-    optimizer = f"{config.optimizer}, learning rate {config.learning_rate}"
-    if config.optimizer in ("sgd", "rmsprop"):
+    return text
+
+
+def _settings(config: ExperimentConfig, swept: Sequence[str]) -> list[str]:
+    builtin = [name for name in config.model if not is_own_model(name)]
+    own = [name for name in config.model if is_own_model(name)]
+    models = []
+    if builtin:
+        architecture = " or ".join(name.upper() for name in builtin)
+        models.append(
+            f"{architecture}{_swept_mark(builtin)} of {_listed(config.depth)} hidden layers, "
+            f"width {_listed(config.width)}, activation {_listed(config.activation)}, "
+            "softmax output"
+        )
+    if own:
+        theirs = "their" if len(own) > 1 else "its"
+        models.append(
+            f"your own, {', '.join(f'`{name}`' for name in own)}{_swept_mark(own)} "
+            f"({theirs} own layers and activations), softmax output"
+        )
+    optimizer = f"{_listed(config.optimizer)}, learning rate {_listed(config.learning_rate)}"
+    with_momentum = [name for name in config.optimizer if name in ("sgd", "rmsprop")]
+    if with_momentum:
         optimizer += f", momentum {config.momentum}"
+        if len(with_momentum) < len(config.optimizer):
+            optimizer += f" ({' and '.join(with_momentum)})"
+    grid = []
+    if swept:
+        grid = [f"- swept: {', '.join(swept)} (every combination, each with every initializer)"]
     return [
         f"- preset: `{config.preset}`",
-        f"- model: {model}",
+        f"- model: {'; '.join(models)}",
+        *grid,
         f"- fallback initializer (for kernels an initializer refuses): "
         f"`{config.fallback_initializer}`",
         f"- data: {config.dataset}, {config.train_size} training and {config.test_size} "
         "test examples",
-        f"- training: {config.epochs} epochs, batch {config.batch_size}, {optimizer}",
+        f"- training: {config.epochs} epochs, batch {_listed(config.batch_size)}, {optimizer}",
         f"- seeds: {', '.join(map(str, config.seeds))}; histograms every "
         f"{config.histogram_every or 'never (off)'} steps on a probe batch of "
         f"{min(config.probe_size, config.train_size)} training examples",
     ]
 
 
-def _identical_models(config: ExperimentConfig) -> list[str]:
+def _listed(values: Sequence[Any]) -> str:
+    """`5` or `5, 10, 20 (swept)`; None (your own model's depth) left out."""
+    present = [value for value in values if value is not None]
+    return ", ".join(map(str, present)) + _swept_mark(present)
+
+
+def _swept_mark(values: Sequence[Any]) -> str:
+    return " (swept)" if len(values) > 1 else ""
+
+
+def _identical_models(config: ExperimentConfig, swept: Sequence[str]) -> list[str]:
+    within = (
+        f"Within a seed and one value of each swept setting ({', '.join(swept)})"
+        if swept
+        else "Within a seed"
+    )
     common = (
-        "Within a seed, every run trains the same architecture on the same examples, in the "
+        f"{within}, every run trains the same architecture on the same examples, in the "
         "same order, with the same randomness; only the kernel initializer differs. "
         "`keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow; the training "
         "batches come from a `tf.data` shuffle seeded with the run's seed; biases start at "
@@ -149,20 +286,24 @@ def _identical_models(config: ExperimentConfig) -> list[str]:
         "`keras_inits.reinitialize(model, spec, seed=seed, fallback=fallback)` draws each "
         "kernel with a seed mixed from the run's seed and the kernel's position in the model"
     )
-    if is_own_model(config.model):
-        return [
-            common + "and every arm builds (or loads) your model the same way, then "
-            + reinitialized + ", so biases and every non-kernel weight (normalization, "
-            "other weights) are the same in every arm of a seed and a re-run reproduces "
-            "the same numbers."
-        ]
-    return [
-        common + "and each layer's kernel initializer is the spec reseeded with "
+    own = (
+        "every arm builds (or loads) your model the same way, then "
+        f"{reinitialized}, so biases and every non-kernel weight (normalization, other "
+        "weights) are the same in every arm of a seed and a re-run reproduces the same numbers."
+    )
+    builtin = (
+        "each layer's kernel initializer is the spec reseeded with "
         "`keras_inits.reseed(spec, layer_seed(seed, layer_index))`, so no two layers share "
         "a kernel (even when a spec names a seed) and a re-run reproduces the same numbers. "
         "An initializer that refuses some kernel (dirac, delta_orthogonal on the Dense "
-        "output) builds the model with the fallback instead, then " + reinitialized + "."
-    ]
+        f"output) builds the model with the fallback instead, then {reinitialized}."
+    )
+    kinds = {is_own_model(model) for model in config.model}
+    if kinds == {True}:
+        return [f"{common}and {own}"]
+    if kinds == {False}:
+        return [f"{common}and {builtin}"]
+    return [f"{common}and, for the built-in models, {builtin} For your own model, {own}"]
 
 
 def _chance_sentence(chance: float | None, num_classes: int | None) -> list[str]:
@@ -178,17 +319,16 @@ def _chance_sentence(chance: float | None, num_classes: int | None) -> list[str]
     ]
 
 
-def _fallback_section(
-    config: ExperimentConfig, groups: dict[str, list[dict[str, Any]]]
-) -> list[str]:
+def _fallback_section(config: ExperimentConfig, groups: Groups, swept: Sequence[str]) -> list[str]:
     """Which layers each initializer left to the fallback (from reinitialize's report)."""
     used = {}
-    for label, members in groups.items():
+    for key, members in groups.items():
         layers = next((e["fallback_layers"] for e in members if e.get("fallback_layers")), None)
         if layers:
-            used[label] = layers
+            used[key] = layers
     if not used:
         return []
+    header = [*swept, "initializer", f"layers given `{config.fallback_initializer}`"]
     lines = [
         "## Fallback initializer",
         "",
@@ -196,11 +336,12 @@ def _fallback_section(
         "(`--fallback_initializer`) instead, drawn by `keras_inits.reinitialize`; every "
         "other kernel got the initializer itself.",
         "",
-        _row(["initializer", f"layers given `{config.fallback_initializer}`"]),
-        _row(["---", "---"]),
+        _row(header),
+        _row(["---"] * len(header)),
     ]
-    for label, layers in used.items():
-        lines.append(_row([f"`{label}`", ", ".join(f"`{layer}`" for layer in layers)]))
+    for (cell, initializer), layers in used.items():
+        layer_list = ", ".join(f"`{layer}`" for layer in layers)
+        lines.append(_row([*_cell_columns(cell, swept), f"`{initializer}`", layer_list]))
     return [*lines, ""]
 
 
@@ -210,33 +351,47 @@ def _title(key: str, title: str, chance: float | None) -> str:
     return title
 
 
-def _group_table(groups: dict[str, list[dict[str, Any]]], chance: float | None) -> list[str]:
-    header = ["initializer", "runs", "diverged"]
+def _group_table(groups: Groups, swept: Sequence[str], chance: float | None) -> list[str]:
+    header = [*swept, "initializer", "runs", "diverged"]
     header += [_title(key, title, chance) for key, title, _ in _COLUMNS]
     rows = [_row(header), _row(["---"] * len(header))]
-    for label, members in groups.items():
+    for (cell, initializer), members in groups.items():
         ok = [entry for entry in members if entry["status"] == "ok"]
-        cells = [f"`{label}`", str(len(members)), str(len(members) - len(ok))]
+        cells = [*_cell_columns(cell, swept), f"`{initializer}`"]
+        cells += [str(len(members)), str(len(members) - len(ok))]
         cells += [_mean_std([entry[key] for entry in ok], digits) for key, _, digits in _COLUMNS]
         rows.append(_row(cells))
     return rows
 
 
-def _run_table(
-    entries: Sequence[dict[str, Any]], several_activations: bool, chance: float | None
-) -> list[str]:
-    header = ["initializer", "seed", "status", "steps"]
+def _run_table(groups: Groups, swept: Sequence[str], chance: float | None) -> list[str]:
+    header = [*swept, "initializer", "seed", "status", "steps"]
     header += [_title(key, title, chance) for key, title, _ in _COLUMNS]
     rows = [_row(header), _row(["---"] * len(header))]
-    for entry in entries:
-        status = entry["status"]
-        if entry["diverged_at_step"] is not None:
-            status += f" at step {entry['diverged_at_step']}"
-        cells = [f"`{label_of(entry, several_activations)}`", str(entry["seed"]), status]
-        cells.append(str(entry["steps"]))
-        cells += [_number(entry[key], digits) for key, _, digits in _COLUMNS]
-        rows.append(_row(cells))
+    for (cell, initializer), members in groups.items():
+        for entry in members:
+            status = entry["status"]
+            if entry.get("diverged_at_step") is not None:
+                status += f" at step {entry['diverged_at_step']}"
+            cells = [*_cell_columns(cell, swept), f"`{initializer}`", str(entry["seed"])]
+            cells += [status, str(entry["steps"])]
+            cells += [_number(entry.get(key), digits) for key, _, digits in _COLUMNS]
+            rows.append(_row(cells))
     return rows
+
+
+def _cell_columns(cell: Cell, swept: Sequence[str]) -> list[str]:
+    """The cell's value of each swept setting, as table cells."""
+    columns = []
+    for name in swept:
+        value = getattr(cell, name)
+        if value is None:
+            columns.append("–")
+        elif name == "model" and is_own_model(value):
+            columns.append(f"`{value}`")
+        else:
+            columns.append(f"{value:g}" if isinstance(value, float) else str(value))
+    return columns
 
 
 def _mean_std(values: list[float | None], digits: int) -> str:

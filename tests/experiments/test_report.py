@@ -1,0 +1,196 @@
+"""report.md and its figures from synthetic summary entries: swept settings as columns,
+means over the seeds that did not diverge, the final-loss-against-depth figure, and
+entries of older summaries that lack the swept settings' fields."""
+
+import statistics
+
+import pytest
+
+from experiments import config, plots, report
+
+XAVIER, KAIMING = "xavier_normal", "kaiming_normal"
+CELL_FIELDS = ("model", "depth", "width", "activation", "optimizer", "learning_rate", "batch_size")
+
+
+def _details(depth: int, diverged: bool = False) -> dict:
+    """A run.json of a net with `depth` hidden layers, three epochs (two when it diverged)."""
+    layers = [f"hidden_{index}" for index in range(1, depth + 1)] + ["output"]
+    epochs = 2 if diverged else 3
+    loss = [2.3, 1.9, None][:epochs] if diverged else [2.3, 1.9, 1.6]
+    profile = {
+        "activation_std": [0.5 / index for index in range(1, len(layers) + 1)],
+        "activation_gradient_std": [0.01 * index for index in range(1, len(layers) + 1)],
+        "activation_histograms": [[[-1.0, 0.0, 3.0], [0.0, 1.0, 5.0]] for _ in layers],
+    }
+    return {
+        "layers": layers,
+        "fallback": None,
+        "fallback_layers": [],
+        "history": {
+            "step": [0, 10, 20][:epochs],
+            "epoch": [0, 1, 2][:epochs],
+            "loss": loss,
+            "accuracy": [0.1, 0.3, 0.5][:epochs],
+            "test_loss": [value and value + 0.1 for value in loss],
+            "test_accuracy": [0.1, 0.3, 0.5][:epochs],
+        },
+        "profiles": {"initial": {"step": 0, **profile}, "final": {"step": 20, **profile}},
+    }
+
+
+def _entry(initializer: str, seed: int, depth: int, diverged: bool = False) -> dict:
+    """A summary entry whose losses depend on the initializer, depth and seed."""
+    final = 1.0 + 0.1 * depth + 0.01 * seed + (0.5 if initializer == XAVIER else 0.0)
+    return {
+        "initializer": initializer,
+        "seed": seed,
+        "model": "mlp",
+        "depth": depth,
+        "width": 256,
+        "activation": "tanh",
+        "optimizer": "sgd",
+        "learning_rate": 0.01,
+        "batch_size": 32,
+        "run_dir": f"{initializer}_depth{depth}_seed{seed}",
+        "status": "diverged" if diverged else "ok",
+        "steps": 10 if diverged else 20,
+        "train_seconds": 4.0 + seed,
+        "group_size": 2,
+        "initial_loss": 2.3,
+        "final_loss": None if diverged else final,
+        "final_test_loss": None if diverged else final + 0.2,
+        "final_test_accuracy": None if diverged else 0.9 - 0.1 * depth,
+        "diverged_at_step": 15 if diverged else None,
+        "fallback_layers": [],
+    }
+
+
+def _rows(text: str, header_start: str) -> tuple[list[str], list[list[str]]]:
+    """The header and body rows (as cells) of the first table whose header starts so."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    body = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        body.append([cell.strip() for cell in line.strip("|").split("|")])
+    return [cell.strip() for cell in lines[start].strip("|").split("|")], body
+
+
+def _expected(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+@pytest.fixture(scope="module")
+def depth_sweep(tmp_path_factory):
+    """Depths 2 and 3 x xavier and kaiming x seeds 0 and 1; xavier at depth 3 diverges
+    with seed 1; an earlier run of another initializer sits in the same folder."""
+    settings = config.resolve(depth=(2, 3), initializers=(XAVIER, KAIMING), seeds=(0, 1))
+    entries = [
+        _entry(initializer, seed, depth, diverged=(initializer, depth, seed) == (XAVIER, 3, 1))
+        for depth in (2, 3)
+        for initializer in (KAIMING, XAVIER)  # not the config's order: the report sorts
+        for seed in (0, 1)
+    ]
+    earlier = {**_entry("orthogonal", 0, 2), "run_dir": "orthogonal_seed0"}
+    entries.insert(0, earlier)
+    details = {
+        entry["run_dir"]: _details(entry["depth"], entry["status"] == "diverged")
+        for entry in entries
+    }
+    root = tmp_path_factory.mktemp("depth_sweep")
+    path = report.write(root, settings, entries, details, chance=0.25, num_classes=4)
+    return root, path.read_text(), entries
+
+
+def test_sweep_tables_have_a_column_per_swept_setting_and_means_over_ok_seeds(depth_sweep):
+    _, text, entries = depth_sweep
+    header, rows = _rows(text, "| depth | initializer | runs |")
+    assert header[:5] == ["depth", "initializer", "runs", "diverged", "initial loss"]
+    assert "test accuracy (chance 0.250)" in header
+    order = [(depth, initializer) for depth in (2, 3) for initializer in (XAVIER, KAIMING)]
+    assert [(int(row[0]), row[1].strip("`")) for row in rows[:4]] == order
+    assert rows[4][:2] == ["2", "`orthogonal`"]  # not in the grid: after it
+    final_loss, test_loss = header.index("final train loss"), header.index("final test loss")
+    for row, (depth, initializer) in zip(rows, order, strict=False):
+        members = [e for e in entries if (e["depth"], e["initializer"]) == (depth, initializer)]
+        ok = [e for e in members if e["status"] == "ok"]
+        assert row[2:4] == [str(len(members)), str(len(members) - len(ok))]
+        assert row[final_loss] == _expected([e["final_loss"] for e in ok])
+        assert row[test_loss] == _expected([e["final_test_loss"] for e in ok])
+    diverged = rows[order.index((3, XAVIER))]
+    assert diverged[3] == "1" and "±" not in diverged[final_loss]
+
+    header, runs = _rows(text, "| depth | initializer | seed |")
+    assert len(runs) == len(entries)
+    assert ["3", f"`{XAVIER}`", "1", "diverged at step 15", "10"] in [row[:5] for row in runs]
+    assert runs[-1][:3] == ["2", "`orthogonal`", "0"]
+
+
+def test_sweep_settings_figure_and_train_seconds(depth_sweep):
+    root, text, _ = depth_sweep
+    assert ": 3 initializers × 2 settings of depth, 5 groups, 9 runs" in text  # orthogonal too
+    assert "- model: MLP of 2, 3 (swept) hidden layers, width 256, activation tanh" in text
+    assert "- swept: depth" in text
+    assert "Within a seed and one value of each swept setting (depth)" in text
+    assert "share one compiled step" in text  # group_size 2
+    assert "Chance level: test accuracy 0.250" in text and "1/4 = 0.250" in text
+    assert (root / "sweep_depth.png").read_bytes()[:4] == b"\x89PNG"
+    assert "## Final loss against depth" in text and "](sweep_depth.png)" in text
+    for name in report.FIGURES:  # each label's own layers: 2 and 3 hidden layers side by side
+        assert (root / name).read_bytes()[:4] == b"\x89PNG" and f"]({name})" in text
+    assert not list(root.glob("sweep_*.png"))[1:]  # depth only
+
+
+def test_lesson_report_without_sweeps_and_entries_of_older_summaries(tmp_path):
+    settings = config.resolve(initializers=(XAVIER, KAIMING), seeds=(0,))
+    entries = []
+    for initializer in settings.initializers:
+        entry = _entry(initializer, 0, 5)
+        for name in (*CELL_FIELDS, "group_size"):  # a summary written before sweeps
+            if name != "activation":
+                del entry[name]
+        entries.append(entry)
+    entries[1]["fallback_layers"] = ["output"]
+    details = {entry["run_dir"]: _details(5) for entry in entries}
+    text = report.write(tmp_path, settings, entries, details).read_text()
+
+    header, rows = _rows(text, "| initializer | runs |")
+    assert header[:3] == ["initializer", "runs", "diverged"]
+    assert [row[:3] for row in rows] == [[f"`{XAVIER}`", "1", "0"], [f"`{KAIMING}`", "1", "0"]]
+    final_loss = header.index("final train loss")
+    assert rows[0][final_loss] == f"{entries[0]['final_loss']:.3f}"
+    assert _rows(text, "| initializer | seed |")[0][:2] == ["initializer", "seed"]
+    assert "2 initializer settings, 2 runs" in text
+    assert "- model: MLP of 5 hidden layers, width 256, activation tanh, softmax output" in text
+    assert "- training: 8 epochs, batch 32, sgd, learning rate 0.01, momentum 0.9" in text
+    assert "share one compiled step" not in text and "Chance level" not in text
+    assert f"| `{KAIMING}` | `output` |" in text  # the fallback section
+    assert not list(tmp_path.glob("sweep_*.png")) and "sweep_" not in text
+    assert "](loss_curves.png)" in text
+
+
+def test_a_missing_swept_field_is_unknown_not_a_crash():
+    settings = config.resolve(depth=(2, 3), learning_rate=(0.1, 0.01))
+    entry = _entry(XAVIER, 0, 2)
+    del entry["depth"], entry["learning_rate"], entry["model"]
+    cell = report.cell_of(entry, settings)
+    assert (cell.model, cell.depth, cell.learning_rate) == ("mlp", None, None)
+    assert report.label_of(XAVIER, cell, ("depth",)) == f"{XAVIER} · depth=None"
+    assert report.label_of(XAVIER, cell, ()) == XAVIER
+
+
+def test_learning_rate_sweep_figure_with_a_value_where_every_seed_diverged(tmp_path):
+    lines = {
+        XAVIER: [
+            {**_entry(XAVIER, seed, 2), "learning_rate": rate}
+            for rate in (0.001, 0.01)
+            for seed in (0, 1)
+        ]
+        + [{**_entry(XAVIER, seed, 2, diverged=True), "learning_rate": 1.0} for seed in (0, 1)],
+    }
+    path = tmp_path / report.sweep_figure("learning_rate")
+    plots.final_loss_sweep(path, "learning_rate", lines)
+    assert path.read_bytes()[:4] == b"\x89PNG"
