@@ -3,20 +3,24 @@
 `resolve(preset, **settings)` starts from `ExperimentConfig()` (the `lesson`
 defaults), applies the preset, then the explicit settings, and checks everything
 that can be checked without training: initializer specs, activations, the
-optimizer, the dataset, the model (a built-in name, an importable
+optimizers, the dataset, the models (a built-in name, an importable
 `package.module:function` or an existing `.keras` file). Any problem raises
 `ExperimentError` with a one-line message.
 
-With your own model, `depth`, `width` and `activation` do not apply: given
-explicitly they are refused; a preset's values are dropped (`depth` and `width`
-become None, `activation` becomes `(None,)`: one arm per initializer and seed).
+The settings in `SWEPT` each hold a tuple of values: the comparison is the grid
+of initializers x every combination of those values (a `Cell`) x seeds. A cell
+of your own model has no `depth`, `width` or `activation` (None): your model
+brings its own. When every model is your own, those settings given explicitly are
+refused and a preset's values are dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from experiments import data
@@ -26,6 +30,8 @@ from experiments.presets import LESSON_INITIALIZERS, PRESETS
 MODELS = ("mlp", "cnn")  # the built-in architectures; --model also takes your own
 # Settings that only shape the built-in architectures.
 ARCHITECTURE = ("depth", "width", "activation")
+# Settings that take a list of values, swept as a grid; in the order of `Cell`'s fields.
+SWEPT = ("model", "depth", "width", "activation", "optimizer", "learning_rate", "batch_size")
 DEFAULT_FALLBACK = "xavier_normal"
 VERBOSITY = (0, 1, 2)
 # keras.utils.set_random_seed takes seeds below 2**32; the plugin's seeds are int32.
@@ -41,20 +47,21 @@ class ExperimentConfig:
 
     preset: str = "lesson"
     initializers: tuple[str, ...] = LESSON_INITIALIZERS
-    model: str = "mlp"
-    depth: int | None = 5
-    width: int | None = 256
+    model: tuple[str, ...] = ("mlp",)
+    depth: tuple[int | None, ...] = (5,)
+    width: tuple[int | None, ...] = (256,)
     activation: tuple[str | None, ...] = ("tanh",)
     fallback_initializer: str = DEFAULT_FALLBACK
     dataset: str = "shapeset"
     train_size: int = 8000
     test_size: int = 2000
     epochs: int = 8
-    batch_size: int = 32
-    optimizer: str = "sgd"
-    learning_rate: float = 0.01
+    batch_size: tuple[int, ...] = (32,)
+    optimizer: tuple[str, ...] = ("sgd",)
+    learning_rate: tuple[float, ...] = (0.01,)
     momentum: float = 0.9
     seeds: tuple[int, ...] = (0,)
+    group_arms: bool = True
     histogram_every: int = 100
     probe_size: int = 256
     logdir: str = "logs"
@@ -69,6 +76,46 @@ class ExperimentConfig:
             for name, value in dataclasses.asdict(self).items()
             if name not in _LOGGING_FIELDS
         }
+
+    def cells(self) -> list[Cell]:
+        """Every combination of the swept settings' values, in flag order (the last
+        setting varies fastest); a cell of your own model has no depth, width or
+        activation, so combinations that differ only there are one cell."""
+        cells = []
+        for values in itertools.product(*(getattr(self, name) for name in SWEPT)):
+            cell = Cell(*values)
+            if is_own_model(cell.model):
+                cell = dataclasses.replace(cell, depth=None, width=None, activation=None)
+            if cell not in cells:
+                cells.append(cell)
+        return cells
+
+    def swept(self) -> tuple[str, ...]:
+        """The swept settings that take more than one value across the cells."""
+        cells = self.cells()
+        return tuple(
+            name for name in SWEPT if len({getattr(cell, name) for cell in cells}) > 1
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One value of each swept setting: what a group of arms shares besides the seed."""
+
+    model: str
+    depth: int | None
+    width: int | None
+    activation: str | None
+    optimizer: str
+    learning_rate: float
+    batch_size: int
+
+    def values(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def describe(self, names: Sequence[str]) -> str:
+        """`depth=30 learning_rate=0.01` for the settings in `names` (empty: "")."""
+        return " ".join(f"{name}={getattr(self, name)}" for name in names)
 
 
 def split_specs(text: str) -> tuple[str, ...]:
@@ -103,28 +150,34 @@ def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
     unknown = set(settings) - {field.name for field in dataclasses.fields(ExperimentConfig)}
     if unknown:
         raise ExperimentError(f"Unknown settings: {', '.join(sorted(unknown))}.")
-    base = dataclasses.replace(ExperimentConfig(), preset=preset, **PRESETS[preset].settings)
-    config = dataclasses.replace(base, **settings)
-    if is_own_model(config.model):
+    base = _as_tuples(
+        dataclasses.replace(ExperimentConfig(), preset=preset, **PRESETS[preset].settings)
+    )
+    config = _as_tuples(dataclasses.replace(base, **settings))
+    if all(is_own_model(model) for model in config.model):
         given = [f"--{name}" for name in ARCHITECTURE if name in settings]
         if given:
             raise ExperimentError(
                 f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to "
-                f"--model={config.model}: your own model brings its own layers and "
+                f"--model={','.join(config.model)}: your own model brings its own layers and "
                 "activations; drop the flag."
             )
         config = without_architecture(config)
         base = without_architecture(base)
-    config = dataclasses.replace(
-        config,
-        initializers=tuple(config.initializers),
-        activation=tuple(config.activation),
-        seeds=tuple(config.seeds),
-    )
     validate(config)
     if not config.experiment:
         config = dataclasses.replace(config, experiment=experiment_name(config, base))
     return config
+
+
+def _as_tuples(config: ExperimentConfig) -> ExperimentConfig:
+    """`config` with every list setting a tuple (a single swept value may be given bare)."""
+    lists = {
+        name: tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        for name in (*SWEPT, "initializers", "seeds")
+        for value in [getattr(config, name)]
+    }
+    return dataclasses.replace(config, **lists)
 
 
 def is_own_model(model: str) -> bool:
@@ -135,7 +188,7 @@ def is_own_model(model: str) -> bool:
 
 def without_architecture(config: ExperimentConfig) -> ExperimentConfig:
     """`config` with the built-in models' depth, width and activation cleared."""
-    return dataclasses.replace(config, depth=None, width=None, activation=(None,))
+    return dataclasses.replace(config, depth=(None,), width=(None,), activation=(None,))
 
 
 def experiment_name(config: ExperimentConfig, preset_config: ExperimentConfig) -> str:
@@ -185,17 +238,27 @@ def validate(config: ExperimentConfig) -> None:
         raise ExperimentError(f"--fallback_initializer: {error}") from None
     from experiments import models  # Deferred with keras.
 
-    models.check_spec(config.model)
-    own = is_own_model(config.model)
-    if own and (config.depth, config.width, config.activation) != (None, None, (None,)):
+    for name in (*SWEPT, "initializers", "seeds"):
+        values = getattr(config, name)
+        if not isinstance(values, tuple) or not values:
+            raise ExperimentError(f"--{name} must list at least one value, got {values!r}.")
+        if len(set(values)) != len(values):
+            raise ExperimentError(f"--{name} lists a value twice: {','.join(map(str, values))}.")
+    for model in config.model:
+        models.check_spec(model)
+    own = all(is_own_model(model) for model in config.model)
+    if own and (config.depth, config.width, config.activation) != ((None,),) * 3:
         raise ExperimentError(
-            f"depth, width and activation do not apply to --model={config.model} (your own "
-            "model brings its own layers); resolve the config with config.resolve."
+            f"depth, width and activation do not apply to --model={','.join(config.model)} "
+            "(your own model brings its own layers); resolve the config with config.resolve."
         )
-    sizes = ("train_size", "test_size", "epochs", "batch_size")
-    for name in sizes if own else ("depth", "width", *sizes):
+    for name in ("train_size", "test_size", "epochs"):
         if getattr(config, name) < 1:
             raise ExperimentError(f"--{name} must be >= 1, got {getattr(config, name)}.")
+    for name in ("batch_size",) if own else ("depth", "width", "batch_size"):
+        for value in getattr(config, name):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ExperimentError(f"--{name} must be integers >= 1, got {value!r}.")
     if config.verbose not in VERBOSITY:
         raise ExperimentError(
             f"--verbose must be 0 (one line per run), 1 (Keras's progress bar) or 2 (Keras's "
@@ -208,23 +271,23 @@ def validate(config: ExperimentConfig) -> None:
             f"--histogram_every must be >= 0 (0 turns histograms off), "
             f"got {config.histogram_every}."
         )
-    if not config.learning_rate > 0:
-        raise ExperimentError(f"--learning_rate must be > 0, got {config.learning_rate}.")
+    for rate in config.learning_rate:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+            raise ExperimentError(f"--learning_rate must be numbers > 0, got {rate!r}.")
     if not 0 <= config.momentum < 1:
         raise ExperimentError(f"--momentum must be in [0, 1), got {config.momentum}.")
-    if not config.seeds or any(not 0 <= seed <= MAX_SEED for seed in config.seeds):
+    if any(not 0 <= seed <= MAX_SEED for seed in config.seeds):
         raise ExperimentError(
             f"--seeds must be integers in [0, {MAX_SEED}], got {config.seeds}."
         )
-    if not config.activation or len(set(config.activation)) != len(config.activation):
-        raise ExperimentError(f"--activation must list distinct names, got {config.activation}.")
     for name in () if own else config.activation:
         try:
             keras.activations.get(name)
         except (TypeError, ValueError):
             raise ExperimentError(f"Unknown Keras activation {name!r}.") from None
-    try:
-        keras.optimizers.get(config.optimizer)
-    except (TypeError, ValueError):
-        raise ExperimentError(f"Unknown Keras optimizer {config.optimizer!r}.") from None
+    for optimizer in config.optimizer:
+        try:
+            keras.optimizers.get(optimizer)
+        except (TypeError, ValueError):
+            raise ExperimentError(f"Unknown Keras optimizer {optimizer!r}.") from None
     data.check_name(config.dataset)

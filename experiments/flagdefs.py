@@ -25,21 +25,24 @@ flags.DEFINE_string(
     "Comma-separated initializer specs as keras_inits.get takes them, e.g. "
     '"xavier_normal,random_uniform(minval=-0.1, maxval=0.1)".' + FROM_PRESET,
 )
-flags.DEFINE_string(
+SWEEP = " A comma-separated list sweeps it (the grid of every listed setting)."
+
+flags.DEFINE_list(
     "model",
     None,
-    "Architecture: mlp, cnn, or your own: package.module:function (a function "
+    "Architecture(s): mlp, cnn, or your own: package.module:function (a function "
     "(input_shape, num_classes) -> keras.Model ending in a softmax) or path/to/model.keras "
     "(a saved model's architecture). Every arm re-draws your model's kernels with "
     "keras_inits.reinitialize; --depth, --width and --activation do not apply to it."
+    + SWEEP
     + FROM_PRESET,
 )
-flags.DEFINE_integer("depth", None, "Number of hidden layers (mlp, cnn)." + FROM_PRESET)
-flags.DEFINE_integer("width", None, "Units (mlp) or filters (cnn) per layer." + FROM_PRESET)
+flags.DEFINE_list("depth", None, "Number of hidden layers (mlp, cnn)." + SWEEP + FROM_PRESET)
 flags.DEFINE_list(
-    "activation",
-    None,
-    "Keras activation name(s) of mlp and cnn; several run as separate arms." + FROM_PRESET,
+    "width", None, "Units (mlp) or filters (cnn) per layer." + SWEEP + FROM_PRESET
+)
+flags.DEFINE_list(
+    "activation", None, "Keras activation name of mlp and cnn." + SWEEP + FROM_PRESET
 )
 flags.DEFINE_string(
     "fallback_initializer",
@@ -67,21 +70,40 @@ flags.DEFINE_integer(
 
 # Shared flags that map one to one onto an `ExperimentConfig` field.
 SETTINGS = ("model", "depth", "width", "fallback_initializer", "dataset", "probe_size")
+# List flags (swept settings and seeds) and the type of their values.
+LIST_TYPES = {
+    "model": str,
+    "depth": int,
+    "width": int,
+    "activation": str,
+    "optimizer": str,
+    "learning_rate": float,
+    "batch_size": int,
+    "seeds": int,
+}
 # Shared flags that set the model (for diagnose's --saved_model, which brings its own).
 ARCHITECTURE = ("model", "depth", "width", "activation")
 
 
 def settings_from_flags(values: flags.FlagValues, names: Iterable[str]) -> dict:
     """The explicit settings given on the command line, as `config.resolve` takes them:
-    the scalar flags in `names`, plus the initializers, activations and seeds."""
-    settings = {name: values[name].value for name in names if values[name].value is not None}
+    the flags in `names`, plus the initializers, activations and seeds; list flags
+    (`LIST_TYPES`) as tuples of their type."""
+    settings = {}
+    for name in (*names, "activation", "seeds"):
+        value = values[name].value
+        if value is None:
+            continue
+        if name in LIST_TYPES:
+            kind = LIST_TYPES[name]
+            try:
+                value = tuple(kind(item) for item in value)
+            except ValueError:
+                kind_name = {int: "integers", float: "numbers", str: "names"}[kind]
+                raise ExperimentError(
+                    f"--{name} must be comma-separated {kind_name}, got {','.join(value)}."
+                ) from None
+        settings[name] = value
     if values.initializers is not None:
         settings["initializers"] = config.split_specs(values.initializers)
-    if values.activation is not None:
-        settings["activation"] = tuple(values.activation)
-    if values.seeds is not None:
-        try:
-            settings["seeds"] = tuple(int(seed) for seed in values.seeds)
-        except ValueError:
-            raise ExperimentError(f"--seeds must be integers, got {values.seeds}.") from None
     return settings

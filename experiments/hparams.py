@@ -14,7 +14,7 @@ from typing import Any
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
-from experiments.config import ExperimentConfig, is_own_model
+from experiments.config import SWEPT, Cell, ExperimentConfig
 
 NO_FALLBACK = "none"  # the fallback hparam of a run whose initializer took every kernel
 METRICS = (
@@ -32,11 +32,14 @@ def _domain(
     which the dashboard would otherwise filter out.
 
     `fallback` is per run: the fallback initializer when some kernel of the run got
-    it, else "none". Your own model has no depth, width or activation hparams.
+    it, else "none". Your own model has no depth, width or activation: those hparams
+    exist only when a built-in model is compared, and a run of your own model leaves
+    them unset.
     """
 
     def values(field: str, current: Sequence) -> list:
-        return sorted({*current, *(entry[field] for entry in entries)}, key=str)
+        found = {*current, *(entry.get(field) for entry in entries)}
+        return sorted(found - {None}, key=str)
 
     # Earlier runs in the folder share the fallback setting (summary.load checks it).
     fallbacks = {NO_FALLBACK, config.fallback_initializer}
@@ -45,21 +48,12 @@ def _domain(
             "initializer", hp.Discrete(values("initializer", config.initializers))
         ),
         "seed": hp.HParam("seed", hp.Discrete(values("seed", config.seeds))),
-        "model": hp.HParam("model", hp.Discrete([config.model])),
         "fallback": hp.HParam("fallback", hp.Discrete(sorted(fallbacks))),
     }
-    if not is_own_model(config.model):
-        domain.update(
-            activation=hp.HParam(
-                "activation", hp.Discrete(values("activation", config.activation))
-            ),
-            depth=hp.HParam("depth", hp.Discrete([config.depth])),
-            width=hp.HParam("width", hp.Discrete([config.width])),
-        )
-    domain.update(
-        optimizer=hp.HParam("optimizer", hp.Discrete([config.optimizer])),
-        learning_rate=hp.HParam("learning_rate", hp.Discrete([config.learning_rate])),
-    )
+    for name in SWEPT:
+        found = values(name, getattr(config, name))
+        if found:
+            domain[name] = hp.HParam(name, hp.Discrete(found))
     return domain
 
 
@@ -87,10 +81,10 @@ def write_experiment(
 def write_run(
     writer: tf.summary.SummaryWriter,
     config: ExperimentConfig,
+    cell: Cell,
     *,
     run_name: str,
     initializer: str,
-    activation: str | None,
     seed: int,
     fallback: str | None = None,
 ) -> None:
@@ -100,16 +94,15 @@ def write_run(
     values = {
         "initializer": initializer,
         "seed": seed,
-        "model": config.model,
         "fallback": fallback or NO_FALLBACK,
-        "activation": activation,
-        "depth": config.depth,
-        "width": config.width,
-        "optimizer": config.optimizer,
-        "learning_rate": config.learning_rate,
+        **cell.values(),
     }
     with writer.as_default():
         hp.hparams(
-            {domain[name]: value for name, value in values.items() if name in domain},
+            {
+                domain[name]: value
+                for name, value in values.items()
+                if name in domain and value is not None
+            },
             trial_id=run_name,
         )

@@ -34,7 +34,7 @@ import numpy as np
 import keras_inits
 from experiments import data as data_lib
 from experiments import models, shapeset
-from experiments.config import ExperimentConfig
+from experiments.config import ARCHITECTURE, ExperimentConfig
 from experiments.errors import ExperimentError
 from keras_inits.diagnosis import Diagnosis, Verdict, plot_profiles
 
@@ -168,27 +168,34 @@ def inspect(
     seed = config.seeds[0]
     if saved_model is not None:
         return _inspect_saved(config, saved_model, with_labels)
-    if config.model.endswith(".keras"):
-        return _inspect_saved(config, config.model, with_labels)
-    own = not models.is_builtin(config.model)
+    if len(config.model) == 1 and config.model[0].endswith(".keras"):
+        return _inspect_saved(config, config.model[0], with_labels)
     dataset = _load_data(config)
-    if config.model == "cnn" and len(dataset.input_shape) != 3:
+    if "cnn" in config.model and len(dataset.input_shape) != 3:
         raise ExperimentError(
             f"--model=cnn needs image inputs (height, width, channels); {config.dataset} "
             f"has inputs of shape {dataset.input_shape}."
         )
     labels = True if with_labels is None else with_labels
     batch = _dataset_batch(config, dataset, labels)
+    swept = [name for name in config.swept() if name in ("model", *ARCHITECTURE)]
     groups = {}
-    for activation in config.activation:
-        group = groups.setdefault("own model" if own else activation, {})
+    for cell in config.cells():
+        own = not models.is_builtin(cell.model)
+        if swept in ([], ["activation"]):  # the lesson's way: one column per activation
+            key = "own model" if own else cell.activation
+        else:
+            key = cell.describe(swept)
+        if key in groups:
+            continue  # a cell that differs only in training settings: same model
+        group = groups.setdefault(key, {})
         for spec in config.initializers:
             built = models.initialize_run(
                 config,
+                cell,
                 input_shape=dataset.input_shape,
                 num_classes=dataset.num_classes,
                 x_sample=batch.x[:2],
-                activation=activation,
                 initializer=spec,
                 seed=seed,
             )
@@ -198,17 +205,16 @@ def inspect(
                 batch.y,
                 loss="sparse_categorical_crossentropy" if labels else None,
             )
-    if own:
-        model = (
-            f"{config.model} (your own), kernels re-drawn per initializer, softmax output "
-            f"over {dataset.num_classes} classes"
-        )
-    else:
-        unit = "units" if config.model == "mlp" else "3x3 filters"
-        model = (
-            f"{config.model}, {config.depth} hidden layers of {config.width} {unit}, "
-            f"softmax output over {dataset.num_classes} classes"
-        )
+    descriptions = []
+    for name in dict.fromkeys(config.model):
+        if not models.is_builtin(name):
+            descriptions.append(f"{name} (your own), kernels re-drawn per initializer")
+        else:
+            unit = "units" if name == "mlp" else "3x3 filters"
+            depths = ", ".join(map(str, config.depth))
+            widths = ", ".join(map(str, config.width))
+            descriptions.append(f"{name}, {depths} hidden layers of {widths} {unit}")
+    model = "; ".join(descriptions) + f"; softmax output over {dataset.num_classes} classes"
     return Inspection(model, batch.description, _loss_words(labels), config.seeds, groups)
 
 

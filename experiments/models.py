@@ -30,7 +30,7 @@ import keras_inits
 from experiments.errors import ExperimentError
 
 if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time either way
-    from experiments.config import ExperimentConfig
+    from experiments.config import Cell, ExperimentConfig
 
 OUTPUT = "output"
 BUILTIN = ("mlp", "cnn")
@@ -386,15 +386,15 @@ def initialize(
 
 def initialize_run(
     config: ExperimentConfig,
+    cell: Cell,
     *,
     input_shape: tuple[int, ...],
     num_classes: int,
     x_sample: np.ndarray,
-    activation: str | None,
     initializer: str,
     seed: int,
 ) -> Initialized:
-    """`initialize` with `config`'s model settings, in a fresh Keras session seeded with
+    """`initialize` with `cell`'s model settings, in a fresh Keras session seeded with
     `seed`: layer names count from scratch (dense, dense_1...) in every run, so every arm's
     TensorBoard tags and report rows name the same layers (the seed is set after, as
     clearing the session forgets it).
@@ -407,13 +407,13 @@ def initialize_run(
     keras.utils.set_random_seed(seed)
     try:
         return initialize(
-            config.model,
+            cell.model,
             input_shape=input_shape,
             num_classes=num_classes,
             x_sample=x_sample,
-            depth=config.depth,
-            width=config.width,
-            activation=activation,
+            depth=cell.depth,
+            width=cell.width,
+            activation=cell.activation,
             initializer=initializer,
             fallback=config.fallback_initializer,
             seed=seed,

@@ -1,17 +1,21 @@
-"""The Keras callback that watches one training run: clock, divergence, epoch logs.
+"""The Keras callback that watches a group of arms trained together: clock, divergence, logs.
 
-Histograms are `keras_inits.SignalHistograms`' job (the same callback users put
-in their own `fit`); this one adds the per-epoch metrics and signal scalars.
+Each arm (`ArmLog`) keeps its own TensorBoard writer, history and signals
+(`keras_inits.SignalHistograms` on its tower, the callback users put in their own
+`fit`); `GroupMonitor` reads the group's Keras logs after every execution of the
+train function and hands each arm its own part.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
 
+from experiments import towers
 from keras_inits import SignalHistograms
 
 # Keras's epoch logs -> the run's history keys and TensorBoard scalar tags.
@@ -23,34 +27,69 @@ _EPOCH_METRICS = {
 }
 
 
-class RunMonitor(keras.callbacks.Callback):
-    """Times the training loop, stops on a non-finite loss, logs epoch metrics and scalars.
+class ArmLog:
+    """One arm of a group: its tower's name, signals and writer, metrics and divergence.
 
-    Clock (`train_seconds`): runs from the end of the first step (which
-    includes tracing and compiling the train function) to the end of each
-    epoch's steps, so it covers the training steps and the periodic histogram
-    snapshots, and excludes compilation, validation and the epoch-end logging.
+    Attributes:
+        name: the tower's name in the group (`arm0`...), the prefix of its Keras logs.
+        signals: the arm's `SignalHistograms`, set on its tower; its writer is the run's.
+        history: metrics after each epoch (and at step 0): step, epoch, loss, accuracy,
+            test_loss, test_accuracy.
+        diverged_at_step: the first optimizer step whose batch gave non-finite outputs
+            (so a non-finite loss), counting from 1.
+    """
 
-    Divergence: Keras reports the running mean of the epoch's batch losses,
-    which turns non-finite at the first non-finite batch loss; that step is
-    recorded as `diverged_at_step` and training stops.
+    def __init__(self, name: str, signals: SignalHistograms):
+        self.name = name
+        self.signals = signals
+        self.writer = signals.writer
+        self.history: dict[str, list] = {"step": [], "epoch": []}
+        self.history.update({key: [] for key, _ in _EPOCH_METRICS.values()})
+        self.diverged_at_step: int | None = None
+
+    def record(self, step: int, epoch: int, logs: dict) -> None:
+        """Appends Keras-style metrics (`loss`, `val_loss`...) at `step` to the history and
+        TensorBoard; also called before training with the step-0 evaluation."""
+        self.history["step"].append(step)
+        self.history["epoch"].append(epoch)
+        with self.writer.as_default(step=step):
+            for name, (key, tag) in _EPOCH_METRICS.items():
+                value = float(logs[name]) if name in logs else math.nan
+                self.history[key].append(value)
+                tf.summary.scalar(tag, value)
+
+
+class GroupMonitor(keras.callbacks.Callback):
+    """Times the training loop, freezes diverged towers, logs epoch metrics and signals.
+
+    Clock (`train_seconds`): from the end of the train function's first execution
+    (which includes tracing it) to the end of each epoch's steps, so it covers the
+    training steps and the periodic histogram snapshots, and excludes tracing,
+    validation and the epoch-end logging.
+
+    Divergence: `towers.NonFiniteBatch` gives each tower's first batch with
+    non-finite outputs; that step is the arm's `diverged_at_step`, its tower is
+    frozen, and when every arm has diverged training stops.
+
+    Histograms: every `every_n_steps` optimizer steps (0: never), at the first step
+    of an execution at or after each multiple, each live arm's signals take a snapshot.
 
     Attributes:
         step: optimizer steps done so far.
-        history: metrics after each epoch (and at step 0 when `record`ed): step,
-            epoch, loss, accuracy, test_loss, test_accuracy.
     """
 
-    def __init__(self, signals: SignalHistograms):
+    def __init__(self, arms: Sequence[ArmLog], every_n_steps: int):
         super().__init__()
-        self.signals = signals
-        self.writer = signals.writer
+        self.arms = list(arms)
+        self.every_n_steps = every_n_steps
         self.step = 0
-        self.diverged_at_step: int | None = None
         self.train_seconds = 0.0
-        self.history: dict[str, list] = {"step": [], "epoch": []}
-        self.history.update({key: [] for key, _ in _EPOCH_METRICS.values()})
         self._clock_started: float | None = None
+        self._epoch_start_step = 0
+        self._last_snapshot = 0  # step 0 is taken before fit
+
+    def live(self) -> list[ArmLog]:
+        return [arm for arm in self.arms if arm.diverged_at_step is None]
 
     def _start_clock(self) -> None:
         self._clock_started = time.perf_counter()
@@ -60,16 +99,36 @@ class RunMonitor(keras.callbacks.Callback):
             self.train_seconds += time.perf_counter() - self._clock_started
             self._clock_started = None
 
+    def _optimizer_step(self) -> int:
+        return int(self.model.optimizer.iterations.numpy())
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start_step = self.step
         if self.step > 0:
             self._start_clock()
 
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        every = self.every_n_steps
+        if every and (self._epoch_start_step + batch) // every > self._last_snapshot // every:
+            self._last_snapshot = self._epoch_start_step + batch
+            for arm in self.live():
+                arm.signals.snapshot(self._last_snapshot)
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.step += 1
-        if not math.isfinite(float(logs["loss"])):
-            self.diverged_at_step = self.step
+        first_execution = self.step == 0
+        self.step = self._optimizer_step()
+        diverged = []
+        split = towers.split_logs(logs, [arm.name for arm in self.arms])
+        for arm in self.live():
+            nonfinite = int(float(split[arm.name][towers.NONFINITE_BATCH]))
+            if nonfinite:
+                arm.diverged_at_step = self._epoch_start_step + nonfinite
+                diverged.append(arm)
+        if diverged and not self.live():
             self.model.stop_training = True
-        if self.step == 1:
+        for arm in diverged if self.live() else ():
+            towers.freeze(self.model, arm.name)
+        if first_execution:
             self._start_clock()
 
     def on_test_begin(self, logs: dict | None = None) -> None:
@@ -77,18 +136,17 @@ class RunMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self._stop_clock()  # when there is no validation
-        self.record(epoch + 1, logs or {})
-        if self.signals.last_step != self.step:  # it logged its scalars at this step already
-            self.signals.snapshot(self.step, scalars=True, histograms=False)
-        self.writer.flush()
+        split = towers.split_logs(logs or {}, [arm.name for arm in self.arms])
+        for arm in self.arms:
+            if arm.history["step"][-1] == arm.diverged_at_step:
+                continue  # recorded in the epoch it diverged; frozen since
+            arm.record(self.arm_step(arm), epoch + 1, split[arm.name])
+        for arm in self.live():
+            if arm.signals.last_step != self.step:  # not logged at this step already
+                arm.signals.snapshot(self.step, scalars=True, histograms=False)
+        for arm in self.arms:
+            arm.writer.flush()
 
-    def record(self, epoch: int, logs: dict) -> None:
-        """Appends Keras-style metrics (`loss`, `val_loss`...) at the current step to the
-        history and TensorBoard; also called before training with the step-0 evaluation."""
-        self.history["step"].append(self.step)
-        self.history["epoch"].append(epoch)
-        with self.writer.as_default(step=self.step):
-            for name, (key, tag) in _EPOCH_METRICS.items():
-                value = float(logs[name]) if name in logs else math.nan
-                self.history[key].append(value)
-                tf.summary.scalar(tag, value)
+    def arm_step(self, arm: ArmLog) -> int:
+        """The arm's last step: where it diverged, else the group's."""
+        return arm.diverged_at_step if arm.diverged_at_step is not None else self.step

@@ -1,22 +1,25 @@
-"""The comparison: every initializer x activation x seed, resumable, then the report.
+"""The comparison: every initializer x cell (swept settings) x seed, resumable, then the report.
 
 `compare(config)` is the one library call behind `python -m experiments.compare`.
 It checks the settings, loads the data and builds each initializer's model once
-(your own model included: it must fit the data) before training anything, skips
-runs whose entries already exist in `summary.json` (unless `config.overwrite`),
-rewrites the summary after every run, and records a diverged run without
-stopping the comparison. It reports one line per run (`run 3/6 xavier_normal
-seed 0: epoch 8/8 loss 1.856 test acc 0.237 (12.3 s)`); on a terminal that line
-is updated after every epoch.
+per architecture (your own model included: it must fit the data) before training
+anything. `plan` groups the runs: the initializers of one cell and seed train
+together (`training.train_group`), or one at a time with `config.group_arms`
+off. Runs whose entries already exist in `summary.json` are skipped (unless
+`config.overwrite`), the summary is rewritten after every group, and a diverged
+run is recorded without stopping the others. It reports one line per run when its
+group ends (`run 3/6 xavier_normal seed 0: epoch 8/8 loss 1.856 test acc 0.237
+(group of 6: 12.3 s)`); on a terminal a line per group is updated after every epoch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +28,45 @@ import keras
 from experiments import config as config_lib
 from experiments import data as data_lib
 from experiments import hparams, models, report, summary
-from experiments.config import ExperimentConfig
+from experiments.config import Cell, ExperimentConfig
 from experiments.errors import ExperimentError
-from experiments.training import RunResult, run_name, train_run
+from experiments.training import Arm, RunResult, run_name, train_group
+
+RunKey = tuple[str, int, Cell]  # initializer spec, seed, cell
 
 RUN_DETAILS = "run.json"
 
 
-def plan(config: ExperimentConfig) -> list[tuple[str, str | None, int]]:
-    """The runs of a comparison, in order: (initializer, activation, seed); the
-    activation is None for your own model."""
-    return [
-        (initializer, activation, seed)
-        for activation in config.activation
-        for initializer in config.initializers
-        for seed in config.seeds
-    ]
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """Runs that train together: the initializers of one cell and seed."""
+
+    cell: Cell
+    seed: int
+    initializers: tuple[str, ...]
+
+    def runs(self) -> list[RunKey]:
+        return [(spec, self.seed, self.cell) for spec in self.initializers]
+
+
+def plan(config: ExperimentConfig, done: Collection[RunKey] = ()) -> list[Group]:
+    """The groups of a comparison, in order (cell, then seed), without the runs in `done`;
+    with `config.group_arms` off, every group holds one initializer."""
+    groups = []
+    for cell in config.cells():
+        for seed in config.seeds:
+            todo = tuple(spec for spec in config.initializers if (spec, seed, cell) not in done)
+            if config.group_arms and todo:
+                groups.append(Group(cell, seed, todo))
+            else:
+                groups += [Group(cell, seed, (spec,)) for spec in todo]
+    return groups
+
+
+def all_runs(config: ExperimentConfig) -> list[RunKey]:
+    """Every run of the comparison, in plan order: (initializer, seed, cell)."""
+    grouped = plan(dataclasses.replace(config, group_arms=True))
+    return [key for group in grouped for key in group.runs()]
 
 
 def compare(
@@ -74,17 +100,17 @@ def compare(
         _remove_earlier_runs(root)
     previous = summary.load(root, config)
     data = data_lib.load(config.dataset, config.train_size, config.test_size)
-    if config.model == "cnn" and len(data.input_shape) != 3:
+    if "cnn" in config.model and len(data.input_shape) != 3:
         raise ExperimentError(
             f"--model=cnn needs image inputs (height, width, channels); {config.dataset} "
             f"has inputs of shape {data.input_shape}."
         )
     _check_initializers_fit(config, data)
     live = progress is print and config.verbose == 0 and sys.stdout.isatty()
-    runs = plan(config)
-    several_activations = len(config.activation) > 1
-    names = [run_name(spec, act if several_activations else None, seed) for spec, act, seed in runs]
-    if len(set(names)) < len(names):
+    runs = all_runs(config)
+    swept = config.swept()
+    names = {key: run_name(key[0], key[2], swept, key[1]) for key in runs}
+    if len(set(names.values())) < len(names):
         raise ExperimentError(
             f"Two initializer specs give the same run folder name: {config.initializers}."
         )
@@ -92,30 +118,37 @@ def compare(
     hparams.write_experiment(root, config, previous)
 
     done = {summary.run_key(entry): entry for entry in previous}
-    for number, (run, name) in enumerate(zip(runs, names, strict=True), start=1):
-        initializer, activation, seed = run
-        label = f"run {number}/{len(runs)} {initializer} seed {seed}"
-        label += f" ({activation})" if several_activations else ""
-        if run in done:
-            progress(f"{label}: already in summary.json, skipped (--overwrite runs it again)")
-            continue
-        run_dir = root / name
-        # Leftovers of an interrupted or overwritten run would mix into its curves.
-        shutil.rmtree(run_dir, ignore_errors=True)
+    for key in runs:
+        if key in done:
+            progress(
+                f"run {runs.index(key) + 1}/{len(runs)} {_describe(key, swept)}: already in "
+                "summary.json, skipped (--overwrite runs it again)"
+            )
+    groups = plan(config, done)
+    for number, group in enumerate(groups, start=1):
+        arms = [Arm(key[0], root / names[key]) for key in group.runs()]
+        for arm in arms:
+            # Leftovers of an interrupted or overwritten run would mix into its curves.
+            shutil.rmtree(arm.run_dir, ignore_errors=True)
+        settings = group.cell.describe(swept)
+        label = f"group {number}/{len(groups)} ({len(arms)} arm{'s' * (len(arms) > 1)}, "
+        label += f"{settings}, " * bool(settings) + f"seed {group.seed})"
         started = time.perf_counter()
-        result = train_run(
+        results = train_group(
             config,
             data,
-            initializer=initializer,
-            activation=activation,
-            seed=seed,
-            run_dir=run_dir,
+            cell=group.cell,
+            seed=group.seed,
+            arms=arms,
             callbacks=[*callbacks, *([LiveLine(label, config.epochs)] if live else [])],
         )
-        (run_dir / RUN_DETAILS).write_text(json.dumps(result.details) + "\n")
-        done[run] = {**result.entry, "run_dir": name}
-        line = run_line(label, result, config, time.perf_counter() - started)
-        progress(f"\r{line}{LiveLine.CLEAR}" if live else line)
+        seconds = time.perf_counter() - started
+        for arm, key, result in zip(arms, group.runs(), results, strict=True):
+            (arm.run_dir / RUN_DETAILS).write_text(json.dumps(result.details) + "\n")
+            done[key] = {**result.entry, "run_dir": arm.run_dir.name}
+            label = f"run {runs.index(key) + 1}/{len(runs)} {_describe(key, swept)}"
+            line = run_line(label, result, config, seconds)
+            progress(f"\r{line}{LiveLine.CLEAR}" if live else line)
         summary.save(root, config, _ordered(done, runs))
 
     entries = _ordered(done, runs)
@@ -130,6 +163,13 @@ def compare(
     )
     progress(f"results: {root / 'report.md'}; tensorboard --logdir {config.logdir}")
     return entries
+
+
+def _describe(key: RunKey, swept: Sequence[str]) -> str:
+    """`xavier_normal seed 0`, with the swept settings: `xavier_normal depth=30 seed 0`."""
+    initializer, seed, cell = key
+    settings = cell.describe(swept)
+    return " ".join(part for part in (initializer, settings, f"seed {seed}") if part)
 
 
 def _remove_earlier_runs(root: Path) -> None:
@@ -154,19 +194,23 @@ def _remove_earlier_runs(root: Path) -> None:
 
 
 def _check_initializers_fit(config: ExperimentConfig, data: data_lib.Dataset) -> None:
-    """Builds each initializer's model once, so that a model that does not fit the data
-    (your own) or a spec that cannot initialize it (dirac on an MLP, whose every kernel
-    would get the fallback) fails before training."""
-    for initializer in config.initializers:
-        models.initialize_run(
-            config,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            x_sample=data.x_train[:2],
-            activation=config.activation[0],
-            initializer=initializer,
-            seed=config.seeds[0],
-        )
+    """Builds each initializer's model once per architecture, so that a model that does not
+    fit the data (your own) or a spec that cannot initialize it (dirac on an MLP, whose
+    every kernel would get the fallback) fails before training."""
+    architectures = {}
+    for cell in config.cells():
+        architectures.setdefault((cell.model, cell.depth, cell.width, cell.activation), cell)
+    for cell in architectures.values():
+        for initializer in config.initializers:
+            models.initialize_run(
+                config,
+                cell,
+                input_shape=data.input_shape,
+                num_classes=data.num_classes,
+                x_sample=data.x_train[:2],
+                initializer=initializer,
+                seed=config.seeds[0],
+            )
 
 
 class LiveLine(keras.callbacks.Callback):
@@ -185,10 +229,14 @@ class LiveLine(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         text = f"{self.label}: epoch {epoch + 1}/{self.epochs}"
-        if "loss" in logs:
-            text += f" loss {float(logs['loss']):.3f}"
-        if "val_accuracy" in logs:
-            text += f" test acc {float(logs['val_accuracy']):.3f}"
+        accuracies = sorted(
+            float(value)
+            for key, value in logs.items()
+            if key.startswith("val_") and key.endswith("_accuracy")
+        )
+        if accuracies:
+            low, high = accuracies[0], accuracies[-1]
+            text += f" test acc {low:.3f}" + (f" to {high:.3f}" if high != low else "")
         sys.stdout.write(f"\r{text}{self.CLEAR}")
         sys.stdout.flush()
 
@@ -198,7 +246,8 @@ def run_line(label: str, result: RunResult, config: ExperimentConfig, seconds: f
     `run 3/6 xavier_normal seed 0: epoch 8/8 loss 1.856 test acc 0.237 (12.3 s)`.
 
     The loss is the last epoch's training loss; a diverged run says at which step;
-    a run whose initializer left some layers to the fallback names them.
+    a run whose initializer left some layers to the fallback names them. `seconds` is
+    the wall time of the run's group (shared by the arms trained together).
     """
     entry = result.entry
     epoch = result.details["history"]["epoch"][-1]
@@ -210,7 +259,8 @@ def run_line(label: str, result: RunResult, config: ExperimentConfig, seconds: f
     else:
         loss, accuracy = entry["final_loss"], entry["final_test_accuracy"]
         text = f"{label}: epoch {epoch}/{config.epochs} loss {loss:.3f} test acc {accuracy:.3f}"
-    text += f" ({seconds:.1f} s)"
+    size = entry["group_size"]
+    text += f" (group of {size}: {seconds:.1f} s)" if size > 1 else f" ({seconds:.1f} s)"
     layers = entry["fallback_layers"]
     if layers:
         named = ", ".join(layers[:3]) + (f" and {len(layers) - 3} more" if len(layers) > 3 else "")

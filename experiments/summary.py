@@ -16,17 +16,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from experiments.config import ExperimentConfig
+from experiments.config import SWEPT, Cell, ExperimentConfig
 from experiments.errors import ExperimentError
 
 FIELDS = (
     "initializer",
-    "activation",
+    *SWEPT,
     "seed",
     "run_dir",
     "status",
     "steps",
     "train_seconds",
+    "group_size",
     "initial_loss",
     "final_loss",
     "final_test_loss",
@@ -37,12 +38,13 @@ FIELDS = (
 JSON_NAME = "summary.json"
 CSV_NAME = "summary.csv"
 # Settings that may differ between invocations sharing a folder: they only add runs.
-_RUN_AXES = ("initializers", "activation", "seeds")
+# (group_arms changes how runs train together, not their results.)
+_RUN_AXES = ("initializers", "seeds", "group_arms", *SWEPT)
 
 
-def run_key(entry: dict[str, Any]) -> tuple[str, str | None, int]:
-    """What identifies a run: initializer spec, activation (None for your own model), seed."""
-    return entry["initializer"], entry["activation"], entry["seed"]
+def run_key(entry: dict[str, Any]) -> tuple[str, int, Cell]:
+    """What identifies a run: initializer spec, seed, and its cell (swept settings)."""
+    return entry["initializer"], entry["seed"], Cell(**{name: entry[name] for name in SWEPT})
 
 
 def flags_of(config: ExperimentConfig) -> dict[str, Any]:
@@ -85,6 +87,12 @@ def load(root: Path, config: ExperimentConfig) -> list[dict[str, Any]]:
             f"{root} holds runs with other settings ({'; '.join(differences)}); pass "
             "--overwrite or choose another --experiment."
         )
+    # Entries written before a setting became a list lack its field: the folder's value.
+    for entry in runs:
+        for name in SWEPT:
+            if name not in entry:
+                value = stored_flags.get(name, defaults[name])
+                entry[name] = value[0] if isinstance(value, list) else value
     return runs
 
 

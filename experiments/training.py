@@ -1,4 +1,9 @@
-"""One run of the comparison: one initializer, one activation, one seed.
+"""A group of runs trained together: every initializer of one cell and seed.
+
+The arms of a group differ only in the initializer; they train as the towers of
+one compiled model (`experiments.towers`), each with its own metrics, TensorBoard
+run, HParams and histograms, exactly as each would train alone (with
+`--nogroup_arms` every group holds one arm).
 
 Everything random is fixed by the seed and independent of the initializer:
 `keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow; the
@@ -25,11 +30,15 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from experiments import hparams, models
-from experiments.config import ExperimentConfig
+from experiments import hparams, models, towers
+from experiments.config import Cell, ExperimentConfig
 from experiments.data import Dataset
-from experiments.monitor import RunMonitor
+from experiments.monitor import ArmLog, GroupMonitor
 from keras_inits import SignalHistograms
+
+# Batch size of the step-0 and per-epoch evaluations: the mean over the set does not
+# depend on it, and larger batches evaluate faster.
+EVALUATION_BATCH = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +49,7 @@ class RunResult:
         entry: the run's `summary.json` fields (JSON-ready; non-finite numbers as None).
         details: per-epoch history and per-layer profiles at step 0 and at the end,
             for the report (saved as `run.json` in the run folder).
-        fit_seconds: wall time of the whole `model.fit` call (compilation,
+        fit_seconds: wall time of the group's whole `model.fit` call (compilation,
             validation and callbacks included), for benchmarks.
     """
 
@@ -49,15 +58,22 @@ class RunResult:
     fit_seconds: float
 
 
-def run_name(initializer: str, activation: str | None, seed: int) -> str:
-    """A folder name for the run: the spec made path-safe, the activation if given, the seed.
+def run_name(initializer: str, cell: Cell, swept: Sequence[str], seed: int) -> str:
+    """A folder name for the run: the spec made path-safe, the swept settings' values, the seed.
 
-    >>> run_name("random_uniform(minval=-0.1, maxval=0.1)", None, 0)
+    >>> run_name("random_uniform(minval=-0.1, maxval=0.1)", cell, (), 0)
     'random_uniform-minval=-0.1-maxval=0.1_seed0'
+    >>> run_name("xavier_normal", cell, ("depth", "activation"), 1)
+    'xavier_normal_depth30_relu_seed1'
     """
-    slug = re.sub(r"[^\w.=+-]+", "-", initializer).strip("-")
-    parts = [slug, activation] if activation else [slug]
-    return "_".join([*parts, f"seed{seed}"])
+    parts = [initializer]
+    for name in swept:
+        value = getattr(cell, name)
+        # Models, activations and optimizers are names already; numbers need theirs.
+        named = name in ("model", "activation", "optimizer")
+        parts.append(str(value) if named else f"{name}{value}")
+    slugs = [re.sub(r"[^\w.=+-]+", "-", str(part)).strip("-") for part in parts]
+    return "_".join([*slugs, f"seed{seed}"])
 
 
 def training_batches(x: Any, y: Any, batch_size: int, seed: int) -> tf.data.Dataset:
@@ -85,122 +101,169 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def train_run(
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One run of a group: its initializer spec and its TensorBoard run folder."""
+
+    initializer: str
+    run_dir: Path
+
+
+def steps_per_execution(config: ExperimentConfig, cell: Cell, train_size: int) -> int:
+    """Steps per call of the train function: `towers.STEPS_PER_EXECUTION`, cut to divide
+    `histogram_every` and the epoch's steps, so that snapshots land on their multiples
+    exactly (a snapshot is taken between calls)."""
+    steps = math.gcd(towers.STEPS_PER_EXECUTION, math.ceil(train_size / cell.batch_size))
+    return math.gcd(steps, config.histogram_every) if config.histogram_every else steps
+
+
+def train_group(
     config: ExperimentConfig,
     data: Dataset,
     *,
-    initializer: str,
-    activation: str,
+    cell: Cell,
     seed: int,
-    run_dir: Path,
+    arms: Sequence[Arm],
     callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> RunResult:
-    """Trains one model and logs it to TensorBoard under `run_dir`.
+) -> list[RunResult]:
+    """Trains the arms together and logs each to TensorBoard under its `run_dir`.
 
-    Logs at step 0 (before any update) the evaluation on the train and test
-    sets and a probe snapshot (histograms too unless `config.histogram_every`
-    is 0), then trains with `model.fit`; `callbacks` are added to the fit.
+    Logs at step 0 (before any update) each arm's evaluation on the train and test
+    sets and a probe snapshot (histograms too unless `config.histogram_every` is
+    0), then trains with one `model.fit`; `callbacks` are added to the fit.
     """
-    built = models.initialize_run(
-        config,
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
-        x_sample=data.x_train[:2],
-        activation=activation,
-        initializer=initializer,
-        seed=seed,
-    )
-    model = built.model
-    fallback = config.fallback_initializer if built.fallback_layers else None
-    model.compile(
-        optimizer=make_optimizer(config.optimizer, config.learning_rate, config.momentum),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
+    built = [
+        models.initialize_run(
+            config,
+            cell,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            x_sample=data.x_train[:2],
+            initializer=arm.initializer,
+            seed=seed,
+        )
+        for arm in arms
+    ]
+    group = towers.build_group([b.model for b in built], data.input_shape)
+    towers.compile_group(
+        group,
+        make_optimizer(cell.optimizer, cell.learning_rate, config.momentum),
+        steps_per_execution(config, cell, len(data.x_train)),
     )
     histograms_on = config.histogram_every > 0
-    # The same callback a user adds to their own fit: activation, gradient and weight
-    # histograms of every layer with a kernel, on a fixed probe batch.
-    signals = SignalHistograms(
-        data.x_train[: config.probe_size],
-        data.y_train[: config.probe_size],
-        log_dir=str(run_dir),
-        every_n_steps=config.histogram_every or 1,
-        loss="sparse_categorical_crossentropy",
-        subdir="",
-    )
-    signals.set_model(model)
-    writer = signals.writer
-    hparams.write_run(
-        writer,
-        config,
-        run_name=run_dir.name,
-        initializer=initializer,
-        activation=activation,
-        seed=seed,
-        fallback=fallback,
-    )
+    logs = []
+    for arm, initialized in zip(arms, built, strict=True):
+        # The same callback a user adds to their own fit, used here for its snapshots:
+        # activation, gradient and weight histograms of every layer with a kernel of
+        # the arm's tower, on a fixed probe batch.
+        signals = SignalHistograms(
+            data.x_train[: config.probe_size],
+            data.y_train[: config.probe_size],
+            log_dir=str(arm.run_dir),
+            every_n_steps=config.histogram_every or 1,
+            loss=towers.LOSS,
+            subdir="",
+        )
+        signals.set_model(initialized.model)
+        hparams.write_run(
+            signals.writer,
+            config,
+            cell,
+            run_name=arm.run_dir.name,
+            initializer=arm.initializer,
+            seed=seed,
+            fallback=config.fallback_initializer if initialized.fallback_layers else None,
+        )
+        logs.append(ArmLog(initialized.model.name, signals))
+    names = [log.name for log in logs]
 
     # Step 0, before any update.
-    train_eval = model.evaluate(
-        data.x_train, data.y_train, batch_size=config.batch_size, verbose=0, return_dict=True
-    )
-    test_eval = model.evaluate(
-        data.x_test, data.y_test, batch_size=config.batch_size, verbose=0, return_dict=True
-    )
-    monitor = RunMonitor(signals)
-    monitor.record(0, {**train_eval, **{f"val_{name}": value for name, value in test_eval.items()}})
-    initial = signals.snapshot(0, scalars=True, histograms=histograms_on)
+    train_logs = towers.split_logs(_evaluate(group, data.x_train, data.y_train, names), names)
+    test_logs = towers.split_logs(_evaluate(group, data.x_test, data.y_test, names), names)
+    initial = []
+    for log in logs:
+        test = {f"val_{key}": value for key, value in test_logs[log.name].items()}
+        log.record(0, 0, {**train_logs[log.name], **test})
+        initial.append(log.signals.snapshot(0, scalars=True, histograms=histograms_on))
 
-    test_batches = tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test)).batch(
-        config.batch_size
+    monitor = GroupMonitor(logs, config.histogram_every)
+    test_batches = towers.targets(
+        tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test)).batch(EVALUATION_BATCH),
+        names,
     )
     started = time.perf_counter()
-    model.fit(
-        training_batches(data.x_train, data.y_train, config.batch_size, seed),
+    group.fit(
+        towers.targets(
+            training_batches(data.x_train, data.y_train, cell.batch_size, seed), names
+        ),
         epochs=config.epochs,
         validation_data=test_batches,
-        # Signals first: at an epoch's end it may log its scalars, which the monitor then
-        # does not log again.
-        callbacks=[*([signals] if histograms_on else []), monitor, *callbacks],
+        callbacks=[monitor, *callbacks],
         shuffle=False,  # the dataset is already shuffled, reproducibly
         verbose=config.verbose,
     )
     fit_seconds = time.perf_counter() - started
 
-    final = signals.snapshot(
-        monitor.step,
-        scalars=False,
-        histograms=histograms_on and signals.last_step != monitor.step,
-    )
-    writer.close()
+    results = []
+    for arm, initialized, log, first in zip(arms, built, logs, initial, strict=True):
+        step = monitor.arm_step(log)
+        final = log.signals.snapshot(
+            step, scalars=False, histograms=histograms_on and log.signals.last_step != step
+        )
+        log.writer.close()
+        results.append(
+            _result(arm, cell, seed, initialized, log, step, first, final, monitor, config)
+        )
+    return [RunResult(entry, details, fit_seconds) for entry, details in results]
 
+
+def _evaluate(group: keras.Model, x: Any, y: Any, names: Sequence[str]) -> dict[str, float]:
+    return group.evaluate(
+        x, {name: y for name in names}, batch_size=EVALUATION_BATCH, verbose=0, return_dict=True
+    )
+
+
+def _result(
+    arm: Arm,
+    cell: Cell,
+    seed: int,
+    initialized: models.Initialized,
+    log: ArmLog,
+    step: int,
+    initial: Any,
+    final: Any,
+    monitor: GroupMonitor,
+    config: ExperimentConfig,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One arm's summary entry and details."""
     history = {
         key: values if key in ("step", "epoch") else [_finite(float(v)) for v in values]
-        for key, values in monitor.history.items()
+        for key, values in log.history.items()
     }
-    diverged = monitor.diverged_at_step is not None
+    fallback_layers = list(initialized.fallback_layers)
     entry = {
-        "initializer": initializer,
-        "activation": activation,
+        "initializer": arm.initializer,
         "seed": seed,
-        "status": "diverged" if diverged else "ok",
-        "steps": monitor.step,
+        **cell.values(),
+        "status": "ok" if log.diverged_at_step is None else "diverged",
+        "steps": step,
         "train_seconds": round(monitor.train_seconds, 3),
+        "group_size": len(monitor.arms),
         "initial_loss": history["loss"][0],
         "final_loss": history["loss"][-1],
         "final_test_loss": history["test_loss"][-1],
         "final_test_accuracy": history["test_accuracy"][-1],
-        "diverged_at_step": monitor.diverged_at_step,
-        "fallback_layers": list(built.fallback_layers),
+        "diverged_at_step": log.diverged_at_step,
+        "fallback_layers": fallback_layers,
     }
     details = {
         "layers": initial.layers,
-        "fallback": fallback,
-        "fallback_layers": list(built.fallback_layers),
+        "fallback": config.fallback_initializer if fallback_layers else None,
+        "fallback_layers": fallback_layers,
         "history": history,
         "profiles": {
             "initial": {"step": 0, **initial.profile()},
-            "final": {"step": monitor.step, **final.profile()},
+            "final": {"step": step, **final.profile()},
         },
     }
-    return RunResult(entry, details, fit_seconds)
+    return entry, details

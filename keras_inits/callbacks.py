@@ -22,6 +22,7 @@ of a 256-wide MLP.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Sequence
@@ -69,7 +70,8 @@ def tf_histograms(tensors: Sequence[Any], bins: int = BINS) -> Any:
     each tensor, stacked into `[len(tensors), bins, 3]`, over its finite values (TensorFlow).
 
     Buckets span [min, max] of each tensor's finite values; a constant tensor gets a
-    range of width 1 around its value (as `tf.summary.histogram` does). NaN and inf
+    range of width 1 around its value (as `tf.summary.histogram` does), wider beyond
+    +-500 where float32 cannot tell the value from the value +- 0.5. NaN and inf
     (a diverging run) are left out rather than spoiling the range. Each tensor is
     counted by `tf.histogram_fixed_width` (fast at run time) with only scalar ops
     around it; edges and the non-finite correction are computed for all tensors at
@@ -84,7 +86,7 @@ def tf_histograms(tensors: Sequence[Any], bins: int = BINS) -> Any:
         high = tf.reduce_max(tf.where(finite, values, -np.inf))
         seen = low <= high  # False when the tensor has no finite value (or none at all)
         low, high = tf.where(seen, low, 0.0), tf.where(seen, high, 0.0)
-        pad = tf.where(high > low, 0.0, 0.5)
+        pad = tf.where(high > low, 0.0, _constant_pad(tf, low))
         low, high = low - pad, high + pad
         # Non-finite values are counted in bucket 0 as `low`, then taken out again.
         counts.append(
@@ -102,6 +104,12 @@ def tf_histograms(tensors: Sequence[Any], bins: int = BINS) -> Any:
     return tf.cast(stacked, tf.float64)
 
 
+def _constant_pad(ops: Any, value: Any) -> Any:
+    """Half the range given to a constant tensor's buckets: 0.5, or a thousandth of the
+    value when float32 would round value +- 0.5 to the value itself (an empty range)."""
+    return ops.maximum(0.5, ops.abs(value) * 1e-3)
+
+
 def tf_histogram(values: Any, bins: int = BINS) -> Any:
     """`tf_histograms` of one tensor: a float64 `[bins, 3]` tensor."""
     return tf_histograms([values], bins)[0]
@@ -113,7 +121,8 @@ def np_histogram(values: Any, bins: int = BINS) -> np.ndarray:
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     if not high > low:
-        low, high = low - 0.5, high + 0.5
+        pad = float(_constant_pad(np, np.float32(low)))
+        low, high = low - pad, high + pad
     counts, edges = np.histogram(finite, bins=bins, range=(low, high))
     return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
 
@@ -345,7 +354,10 @@ class SignalHistograms(keras.callbacks.Callback):
                 return [{k: v for k, v in row.items() if v is not None} for row in stats], buckets
 
             # Plain Python control flow only: no AutoGraph conversion (it doubles tracing).
-            self._compiled = tf.function(compute, autograph=False)
+            # The partial makes TF count this callback's traces apart from other
+            # callbacks' (it counts per code object, and each callback traces once; many
+            # callbacks in one process are not retracing).
+            self._compiled = tf.function(functools.partial(compute), autograph=False)
         stats, buckets = self._compiled(
             tf.constant(step, tf.int64), tf.constant(scalars), tf.constant(histograms)
         )

@@ -25,17 +25,21 @@ def test_lesson_is_the_default():
     resolved = config.resolve()
     assert resolved.preset == "lesson" and resolved.experiment == "lesson"
     assert resolved.initializers == presets.LESSON_INITIALIZERS
-    assert (resolved.depth, resolved.activation, resolved.model) == (5, ("tanh",), "mlp")
+    assert (resolved.depth, resolved.activation, resolved.model) == ((5,), ("tanh",), ("mlp",))
+    assert resolved.group_arms and resolved.cells() == [
+        config.Cell("mlp", 5, 256, "tanh", "sgd", 0.01, 32)
+    ]
+    assert resolved.swept() == ()
 
 
 def test_presets_set_flags_and_explicit_flags_win():
     he = config.resolve("he2015")
-    assert (he.depth, he.activation, he.optimizer) == (30, ("relu",), "sgd")
+    assert (he.depth, he.activation, he.optimizer) == ((30,), ("relu",), ("sgd",))
     assert len(he.initializers) == 2
     glorot = config.resolve("glorot2010")
     assert set(glorot.activation) == {"tanh", "sigmoid", "softsign"}
-    mine = config.resolve("he2015", depth=22)
-    assert mine.depth == 22 and mine.activation == ("relu",)
+    mine = config.resolve("he2015", depth=22)  # a bare value is a list of one
+    assert mine.depth == (22,) and mine.activation == ("relu",)
 
 
 def test_experiment_name_comes_from_changed_settings_not_the_clock():
@@ -53,7 +57,14 @@ def test_experiment_name_comes_from_changed_settings_not_the_clock():
     [
         ("nope", {}, "Unknown preset 'nope'"),
         ("lesson", {"initializers": ("xavier_normall",)}, "Unknown initializer 'xavier_normall'"),
-        ("lesson", {"depth": 0}, "--depth must be >= 1, got 0"),
+        ("lesson", {"depth": 0}, "--depth must be integers >= 1, got 0"),
+        ("lesson", {"depth": (3, 0)}, "--depth must be integers >= 1, got 0"),
+        ("lesson", {"depth": (3, 3)}, "--depth lists a value twice: 3,3"),
+        ("lesson", {"width": ()}, "--width must list at least one value"),
+        ("lesson", {"learning_rate": (0.1, -1.0)}, "--learning_rate must be numbers > 0"),
+        ("lesson", {"batch_size": (32, 2.5)}, "--batch_size must be integers >= 1, got 2.5"),
+        ("lesson", {"optimizer": ("adam", "sgdd")}, "Unknown Keras optimizer 'sgdd'"),
+        ("lesson", {"model": ("mlp", "nope")}, "Unknown --model 'nope'"),
         ("lesson", {"activation": ("tanhh",)}, "Unknown Keras activation 'tanhh'"),
         ("lesson", {"optimizer": "sgdd"}, "Unknown Keras optimizer 'sgdd'"),
         ("lesson", {"histogram_every": -1}, "--histogram_every must be >= 0"),
@@ -78,16 +89,53 @@ def test_flags_parse_into_settings():
             "--depth=3",
             "--activation=tanh,sigmoid",
             "--seeds=0,1",
-            "--learning_rate=0.1",
+            "--learning_rate=0.1,0.01",
+            "--batch_size=16",
+            "--nogroup_arms",
         ]
     )
     settings = compare.settings_from_flags(values)
     assert settings["initializers"] == ("xavier_normal", "random_uniform(minval=-0.1, maxval=0.1)")
     assert settings["activation"] == ("tanh", "sigmoid") and settings["seeds"] == (0, 1)
-    assert settings["depth"] == 3 and settings["learning_rate"] == 0.1
+    assert settings["depth"] == (3,) and settings["learning_rate"] == (0.1, 0.01)
+    assert settings["batch_size"] == (16,) and settings["group_arms"] is False
     assert "width" not in settings  # not given: the preset decides
     resolved = config.resolve(values.preset, **settings)
-    assert resolved.width == 256 and resolved.optimizer == "sgd"
+    assert resolved.width == (256,) and resolved.optimizer == ("sgd",)
+    # The grid: activation x learning rate (the last setting varies fastest).
+    assert [(cell.activation, cell.learning_rate) for cell in resolved.cells()] == [
+        ("tanh", 0.1), ("tanh", 0.01), ("sigmoid", 0.1), ("sigmoid", 0.01)
+    ]
+    assert resolved.swept() == ("activation", "learning_rate")
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--depth=3,x", "--depth must be comma-separated integers, got 3,x"),
+        ("--learning_rate=fast", "--learning_rate must be comma-separated numbers, got fast"),
+        ("--seeds=0,one", "--seeds must be comma-separated integers, got 0,one"),
+    ],
+)
+def test_list_flags_with_bad_values_raise_one_line_errors(flag, message):
+    values = copy.deepcopy(flags.FLAGS)
+    values(["compare", flag])
+    with pytest.raises(ExperimentError, match=message):
+        compare.settings_from_flags(values)
+
+
+def test_cells_of_your_own_model_have_no_architecture():
+    mixed = config.resolve(
+        model=("mlp", "tests.experiments.custom_models:small_cnn"), depth=(2, 3)
+    )
+    assert [(cell.model, cell.depth, cell.activation) for cell in mixed.cells()] == [
+        ("mlp", 2, "tanh"),
+        ("mlp", 3, "tanh"),
+        ("tests.experiments.custom_models:small_cnn", None, None),
+    ]
+    assert mixed.swept() == ("model", "depth", "width", "activation")
+    own = config.resolve("he2015", model="tests.experiments.custom_models:small_cnn")
+    assert own.depth == (None,) and len(own.cells()) == 1
 
 
 def test_describe_lists_every_preset():

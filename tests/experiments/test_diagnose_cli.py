@@ -196,7 +196,7 @@ def test_bad_input_gives_one_line_errors(saved_models, tmp_path):
         f"--saved_model={vectors}", "--with_labels"
     )
     assert "Unknown initializer 'xavier_normall'" in _error("--initializers=xavier_normall")
-    assert "--depth must be >= 1" in _error("--depth=0")
+    assert "--depth must be integers >= 1, got 0" in _error("--depth=0")
 
 
 def test_the_command_line_exits_non_zero_without_a_traceback(tmp_path):

@@ -57,7 +57,9 @@ def test_runs_finish_with_progress_lines(finished):
     assert len(lines) == 3 and lines[2].startswith("results: ")
     for line, spec in zip(lines, settings.initializers, strict=False):
         match = re.fullmatch(
-            r"run (\d)/2 (.+) seed 0: epoch 2/2 loss (\S+) test acc (\S+) \(\d+\.\d s\)", line
+            r"run (\d)/2 (.+) seed 0: epoch 2/2 loss (\S+) test acc (\S+) "
+            r"\(group of 2: \d+\.\d s\)",
+            line,
         )
         assert match and match[2] == spec, line
     assert lines[0].startswith("run 1/2 xavier_normal seed 0: ")
@@ -66,6 +68,7 @@ def test_runs_finish_with_progress_lines(finished):
     for entry in entries:
         assert entry["steps"] == steps and entry["diverged_at_step"] is None
         assert entry["train_seconds"] > 0 and entry["initial_loss"] > 0
+        assert entry["group_size"] == 2 and entry["depth"] == 2 and entry["activation"] == "tanh"
         assert 0 <= entry["final_test_accuracy"] <= 1
 
 
@@ -102,7 +105,7 @@ def test_summary_report_and_plots_exist(finished):
     settings, entries, _ = finished
     root = Path(settings.logdir) / settings.experiment
     stored = json.loads((root / "summary.json").read_text())
-    assert stored["runs"] == entries and stored["flags"]["depth"] == 2
+    assert stored["runs"] == entries and stored["flags"]["depth"] == [2]
     assert set(summary.FIELDS) <= set(entries[0])
     assert (root / "summary.csv").read_text().count("\n") == 3
     report = (root / "report.md").read_text()
@@ -123,7 +126,7 @@ def test_rerun_skips_finished_runs_and_overwrite_redoes_them(finished):
     assert runner.compare(settings, progress=lines.append) == entries  # nothing retrained
     assert all("skipped" in line for line in lines[:2])
     changed = config.resolve(
-        **{**TINY, "depth": 3}, logdir=settings.logdir, experiment=settings.experiment
+        **{**TINY, "epochs": 3}, logdir=settings.logdir, experiment=settings.experiment
     )
     with pytest.raises(ExperimentError, match="holds runs with other settings"):
         runner.compare(changed)
@@ -164,14 +167,13 @@ def test_same_initializer_and_seed_give_identical_runs(tmp_path):
     settings = config.resolve(**{**TINY, "histogram_every": 0})
     dataset = data.load(settings.dataset, settings.train_size, settings.test_size)
     runs = [
-        training.train_run(
+        training.train_group(
             settings,
             dataset,
-            initializer="random_normal(stddev=0.3, seed=7)",
-            activation="tanh",
+            cell=settings.cells()[0],
             seed=1,
-            run_dir=tmp_path / str(index),
-        )
+            arms=[training.Arm("random_normal(stddev=0.3, seed=7)", tmp_path / str(index))],
+        )[0]
         for index in range(2)
     ]
     assert runs[0].details["history"] == runs[1].details["history"]
@@ -247,7 +249,7 @@ def test_cli_lists_presets_and_reports_bad_flags_in_one_line():
     )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines()[-1] == (
-        "keras-inits-compare: error: --depth must be >= 1, got 0."
+        "keras-inits-compare: error: --depth must be integers >= 1, got 0."
     )
     other_backend = subprocess.run(
         [sys.executable, "-m", "experiments.compare", "--depth=1"],

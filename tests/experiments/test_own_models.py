@@ -62,12 +62,14 @@ def own_finished(tmp_path_factory):
 
 def test_own_model_trains_and_reports_like_a_builtin(own_finished):
     settings, entries, lines = own_finished
-    assert (settings.depth, settings.width, settings.activation) == (None, None, (None,))
+    assert (settings.depth, settings.width, settings.activation) == ((None,),) * 3
     root = Path(settings.logdir) / settings.experiment
     assert [entry["status"] for entry in entries] == ["ok", "ok"]
     assert [entry["activation"] for entry in entries] == [None, None]
     stored = json.loads((root / "summary.json").read_text())
-    assert stored["flags"]["model"] == OWN and stored["flags"]["depth"] is None
+    assert stored["flags"]["model"] == [OWN] and stored["flags"]["depth"] == [None]
+    assert [entry["model"] for entry in entries] == [OWN, OWN]
+    assert [entry["depth"] for entry in entries] == [None, None]
     for entry in entries:
         details = json.loads((root / entry["run_dir"] / "run.json").read_text())
         assert details["layers"] == OWN_LAYERS  # from the callback's snapshot, not hidden_i
@@ -98,13 +100,12 @@ def _weights_at_start(spec: str, tmp_path: Path, seed: int = 0) -> dict[str, np.
     settings = config.resolve(model=OWN, **{**TINY, "train_size": 32, "histogram_every": 0})
     dataset = data.load(settings.dataset, settings.train_size, settings.test_size)
     kept = _WeightsAtStart()
-    training.train_run(
+    training.train_group(
         settings,
         dataset,
-        initializer=spec,
-        activation=None,
+        cell=settings.cells()[0],
         seed=seed,
-        run_dir=tmp_path / f"{spec}_{seed}",
+        arms=[training.Arm(spec, tmp_path / f"{spec}_{seed}")],
         callbacks=[kept],
     )
     return kept.weights
@@ -144,7 +145,7 @@ def test_saved_keras_model_is_retrained_from_its_architecture(tmp_path):
     (entry,) = runner.compare(settings, progress=lambda line: None)
     assert entry["status"] == "ok" and entry["initial_loss"] == pytest.approx(np.log(9), rel=0.2)
     root = tmp_path / "logs" / settings.experiment
-    assert json.loads((root / "summary.json").read_text())["flags"]["model"] == str(path)
+    assert json.loads((root / "summary.json").read_text())["flags"]["model"] == [str(path)]
 
 
 def _compare_error(**settings) -> str:
@@ -184,7 +185,7 @@ def test_a_file_that_does_not_load_and_architecture_flags(tmp_path):
         model=OWN, depth=3, activation=("relu",)
     )
     # A preset's depth, width and activation are dropped, not refused.
-    assert config.resolve("he2015", model=OWN).depth is None
+    assert config.resolve("he2015", model=OWN).depth == (None,)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +272,7 @@ def test_console_shows_one_line_per_run(tmp_path, capsys):
     for line, spec in zip(out, ("xavier_normal", "zeros"), strict=False):
         assert re.fullmatch(
             rf"run \d/2 {spec} seed 0: epoch 2/2 loss \d\.\d{{3}} test acc 0\.\d{{3}} "
-            r"\(\d+\.\d s\)",
+            r"\(group of 2: \d+\.\d s\)",
             line,
         ), line
     _main(*tiny, "--initializers=xavier_normal", "--verbose=2", "--experiment=bars")

@@ -28,6 +28,10 @@ def test_histogram_of_a_constant_and_of_non_finite_values(bucket):
     assert mixed[:, 2].sum() == 3 and mixed[0, 0] == 1.0 and mixed[-1, 1] == 3.0
     empty = bucket(np.array([np.nan, np.nan], np.float32))
     assert empty[:, 2].sum() == 0
+    # A huge constant (a weight of 1e20): float32 cannot hold 1e20 +- 0.5, so the range
+    # widens with the value instead of collapsing to nothing.
+    huge = bucket(np.full((4,), 1e20, np.float32))
+    assert huge[:, 2].sum() == 4 and huge[0, 0] < 1e20 < huge[-1, 1]
 
 
 def test_tensorflow_and_numpy_buckets_agree():

@@ -1,0 +1,135 @@
+"""Arms trained together: one tower per initializer behind one input, in one compiled step.
+
+Arms that differ only in the initializer (same architecture, data order and
+seed) train as the towers of one Keras model. The input feeds every tower; each
+tower has its own output, loss and metrics (Keras's multi-output `compile`); the
+loss Keras minimizes is their sum. Towers share no weight, so the gradient of
+the sum with respect to a tower's weights is that tower's own gradient, and
+every optimizer Keras names updates each variable from its own gradient and
+state: an arm trained with others takes the very steps it would take alone
+(`tests/experiments/test_towers.py` checks the weights against lone runs).
+What would couple the towers is refused (`check_independent`): a global
+gradient norm clip and a mixed-precision loss scale.
+
+Each tower's first batch with non-finite outputs is found inside the compiled
+step (`NonFiniteBatch`), so a diverged tower is known to the step even when
+Keras runs many steps per call; `freeze` then takes its weights out of the
+trainable set, so the optimizer stops touching them while the others go on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from experiments.errors import ExperimentError
+
+LOSS = "sparse_categorical_crossentropy"
+# Optimizer steps per call of the compiled train function: Keras's per-call Python
+# overhead is paid once per this many steps (see benchmarks/harness_speed.py).
+STEPS_PER_EXECUTION = 50
+NONFINITE_BATCH = "nonfinite_batch"
+
+
+def tower_name(index: int) -> str:
+    """The name of the `index`-th tower: its output's name and the prefix of its logs."""
+    return f"arm{index}"
+
+
+def build_group(arms: Sequence[keras.Model], input_shape: tuple[int, ...]) -> keras.Model:
+    """One model whose output `arm<i>` is `arms[i]` applied to the shared input.
+
+    The arms are renamed `arm0`, `arm1`... (their layers keep their names, so every
+    arm's TensorBoard tags stay the same).
+    """
+    inputs = keras.Input(input_shape, name="inputs")
+    outputs = {}
+    for index, arm in enumerate(arms):
+        arm.name = tower_name(index)
+        outputs[arm.name] = arm(inputs)
+    return keras.Model(inputs, outputs, name=f"towers_of_{len(arms)}")
+
+
+def compile_group(
+    group: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int
+) -> None:
+    """Compiles `group` with one loss, accuracy and `NonFiniteBatch` per tower."""
+    check_independent(optimizer)
+    names = list(group.output_names)
+    group.compile(
+        optimizer=optimizer,
+        loss={name: LOSS for name in names},
+        metrics={name: ["accuracy", NonFiniteBatch()] for name in names},
+        steps_per_execution=steps_per_execution,
+        # XLA made 6 towers slower on 2 CPU cores (8.5 vs 6.3 ms a step); its compile
+        # time (seconds a group) only pays off on accelerators.
+        jit_compile=False,
+    )
+    check_independent(group.optimizer)  # compile may wrap it (mixed_float16)
+
+
+def check_independent(optimizer: keras.optimizers.Optimizer) -> None:
+    """Refuses an optimizer whose update of one tower would depend on the others."""
+    if getattr(optimizer, "global_clipnorm", None):
+        raise ExperimentError(
+            f"global_clipnorm={optimizer.global_clipnorm} clips all towers' gradients by "
+            "one norm, so arms trained together would not train as they do alone; use "
+            "clipnorm (per variable) or train arms one at a time (--nogroup_arms)."
+        )
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        raise ExperimentError(
+            "A mixed_float16 loss scale is shared by all towers (one overflow skips every "
+            "arm's step); use float32 or mixed_bfloat16, or train arms one at a time "
+            "(--nogroup_arms)."
+        )
+
+
+def targets(batches: tf.data.Dataset, names: Sequence[str]) -> tf.data.Dataset:
+    """`(x, y)` batches -> `(x, {name: y})`: every tower learns the same labels."""
+    names = list(names)
+    return batches.map(lambda x, y: (x, {name: y for name in names}))
+
+
+def split_logs(logs: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each tower's entries of Keras's logs, as a single-output model names them
+    (`arm0_loss` -> `loss`, `val_arm0_accuracy` -> `val_accuracy`). A group of one
+    tower is a single-output model: Keras logs it unprefixed already."""
+    if len(names) == 1:
+        return {names[0]: dict(logs)}
+    split: dict[str, dict[str, Any]] = {name: {} for name in names}
+    for name in names:
+        for prefix in ("", "val_"):
+            head = f"{prefix}{name}_"
+            for key, value in logs.items():
+                if key.startswith(head):
+                    split[name][prefix + key[len(head) :]] = value
+    return split
+
+
+def freeze(group: keras.Model, name: str) -> None:
+    """Stops updating tower `name`: its weights leave the trainable set, and the train
+    function is rebuilt (Keras's `fit` calls `model.train_function` anew every step)."""
+    group.get_layer(name).trainable = False
+    group.make_train_function(force=True)
+
+
+class NonFiniteBatch(keras.metrics.Metric):
+    """The 1-based batch, within the epoch, at which the predictions first held a NaN or an
+    infinity (0 while they are finite). Keras resets metrics at every epoch's start."""
+
+    def __init__(self, name: str = NONFINITE_BATCH, **kwargs: Any):
+        super().__init__(name=name, **kwargs)
+        self.batches = self.add_variable(shape=(), initializer="zeros", name="batches")
+        self.first = self.add_variable(shape=(), initializer="zeros", name="first")
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        self.batches.assign_add(1.0)
+        bad = keras.ops.logical_not(keras.ops.all(keras.ops.isfinite(y_pred)))
+        first_bad = keras.ops.logical_and(bad, keras.ops.equal(self.first, 0.0))
+        self.first.assign(keras.ops.where(first_bad, self.batches, self.first))
+
+    def result(self) -> Any:
+        return self.first

@@ -1,0 +1,201 @@
+"""Arms trained together: the same steps as alone, divergence isolated, coupling refused."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments import config, models, runner, summary, towers
+from experiments.data import load
+from experiments.errors import ExperimentError
+from experiments.training import training_batches
+
+SPECS = ("xavier_normal", "random_normal(stddev=0.1)", "kaiming_uniform")
+TINY = dict(
+    depth=2,
+    width=16,
+    train_size=320,
+    test_size=64,
+    epochs=2,
+    batch_size=32,
+    probe_size=32,
+    histogram_every=5,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load("shapeset", 320, 64)
+
+
+def _arms(settings: config.ExperimentConfig, specs, data, seed=0):
+    cell = settings.cells()[0]
+    return [
+        models.initialize_run(
+            settings,
+            cell,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            x_sample=data.x_train[:2],
+            initializer=spec,
+            seed=seed,
+        ).model
+        for spec in specs
+    ]
+
+
+def _train(arms, data, optimizer="adam"):
+    group = towers.build_group(arms, data.input_shape)
+    towers.compile_group(group, keras.optimizers.get(optimizer), steps_per_execution=4)
+    batches = training_batches(data.x_train, data.y_train, 32, seed=0)
+    group.fit(towers.targets(batches, group.output_names), epochs=2, verbose=0)
+    return group
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_an_arm_trained_with_others_takes_the_steps_it_takes_alone(data, optimizer):
+    settings = config.resolve(**TINY)
+    together = _train(_arms(settings, SPECS, data), data, optimizer)
+    for index, spec in enumerate(SPECS):
+        alone = _train(_arms(settings, [spec], data), data, optimizer)
+        tower = together.get_layer(towers.tower_name(index))
+        for mine, lone in zip(tower.weights, alone.get_layer("arm0").weights, strict=True):
+            np.testing.assert_allclose(mine.numpy(), lone.numpy(), rtol=1e-5, atol=1e-6)
+        # and training moved them: the check is not about untouched weights
+        initial = _arms(settings, [spec], data)[0].weights[0].numpy()
+        assert not np.allclose(tower.weights[0].numpy(), initial)
+
+
+def test_the_harness_gives_the_same_results_grouped_or_not(tmp_path):
+    results = {}
+    for grouped in (True, False):
+        settings = config.resolve(
+            **TINY,
+            initializers=SPECS,
+            seeds=(0, 1),
+            group_arms=grouped,
+            logdir=str(tmp_path / str(grouped)),
+            experiment="same",
+        )
+        lines = []
+        entries = runner.compare(settings, progress=lines.append)
+        results[grouped] = entries
+        sizes = {entry["group_size"] for entry in entries}
+        assert sizes == ({len(SPECS)} if grouped else {1})
+        assert sum("group of 3" in line for line in lines) == (6 if grouped else 0)
+    for mine, lone in zip(results[True], results[False], strict=True):
+        assert (mine["initializer"], mine["seed"]) == (lone["initializer"], lone["seed"])
+        for key in ("initial_loss", "final_loss", "final_test_loss", "final_test_accuracy"):
+            assert mine[key] == pytest.approx(lone[key], rel=1e-4, abs=1e-5), key
+        assert mine["steps"] == lone["steps"] == 20
+        run = tmp_path / "True" / "same" / mine["run_dir"] / runner.RUN_DETAILS
+        lone_run = tmp_path / "False" / "same" / lone["run_dir"] / runner.RUN_DETAILS
+        mine_profile = json.loads(run.read_text())["profiles"]["final"]
+        lone_profile = json.loads(lone_run.read_text())["profiles"]["final"]
+        assert mine_profile["step"] == lone_profile["step"] == 20
+        np.testing.assert_allclose(
+            mine_profile["activation_std"], lone_profile["activation_std"], rtol=1e-4
+        )
+
+
+def test_a_diverged_arm_is_recorded_frozen_and_does_not_perturb_the_others(tmp_path):
+    # Weights of 1e20 overflow float32 in the first layer's output: NaN from step 1.
+    blowing_up = "constant(value=1e20)"
+    settings = config.resolve(
+        **TINY,
+        initializers=("xavier_normal", blowing_up, "kaiming_uniform"),
+        activation=("relu",),
+        logdir=str(tmp_path),
+        experiment="diverge",
+    )
+    lines = []
+    entries = {e["initializer"]: e for e in runner.compare(settings, progress=lines.append)}
+    assert entries[blowing_up]["status"] == "diverged"
+    assert entries[blowing_up]["diverged_at_step"] == entries[blowing_up]["steps"] == 1
+    assert entries[blowing_up]["final_loss"] is None
+    assert any("diverged at step 1" in line for line in lines)
+    # The others went on, as they train without the diverging arm.
+    alone = config.resolve(
+        **TINY,
+        initializers=("xavier_normal", "kaiming_uniform"),
+        activation=("relu",),
+        logdir=str(tmp_path),
+        experiment="without",
+    )
+    reference = {e["initializer"]: e for e in runner.compare(alone, progress=lambda _: None)}
+    for spec, entry in reference.items():
+        assert entries[spec]["status"] == "ok" and entries[spec]["steps"] == 20
+        assert entries[spec]["final_loss"] == pytest.approx(entry["final_loss"], rel=1e-5)
+    history = json.loads(
+        (tmp_path / "diverge" / entries[blowing_up]["run_dir"] / runner.RUN_DETAILS).read_text()
+    )["history"]
+    assert history["step"] == [0, 1]  # step 0, then the epoch it diverged in; nothing after
+
+
+def test_freeze_takes_a_tower_out_of_training(data):
+    settings = config.resolve(**TINY)
+    group = _train(_arms(settings, SPECS[:2], data), data)
+    towers.freeze(group, "arm1")
+    frozen = [w.numpy() for w in group.get_layer("arm1").weights]
+    moving = [w.numpy() for w in group.get_layer("arm0").weights]
+    batches = training_batches(data.x_train, data.y_train, 32, seed=1)
+    group.fit(towers.targets(batches, group.output_names), epochs=1, verbose=0)
+    for before, weight in zip(frozen, group.get_layer("arm1").weights, strict=True):
+        np.testing.assert_array_equal(before, weight.numpy())
+    assert not np.allclose(moving[0], group.get_layer("arm0").weights[0].numpy())
+
+
+def test_nonfinite_batch_marks_the_first_bad_batch():
+    metric = towers.NonFiniteBatch()
+    good, bad = np.ones((2, 3), "float32"), np.array([[1.0, np.nan, 0.0]], "float32")
+    for y_pred in (good, good, bad, good, bad):
+        metric.update_state(None, y_pred)
+    assert float(metric.result()) == 3
+    metric.reset_state()
+    metric.update_state(None, good)
+    assert float(metric.result()) == 0
+
+
+def test_optimizers_that_couple_towers_are_refused():
+    with pytest.raises(ExperimentError, match="global_clipnorm=1.0 clips all towers"):
+        towers.check_independent(keras.optimizers.SGD(global_clipnorm=1.0))
+    towers.check_independent(keras.optimizers.SGD(clipnorm=1.0))  # per variable: fine
+    scaled = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD())
+    with pytest.raises(ExperimentError, match="loss scale is shared by all towers"):
+        towers.check_independent(scaled)
+
+
+def test_split_logs_keeps_one_towers_entries():
+    logs = {"loss": 3.0, "arm0_loss": 1.0, "arm1_loss": 2.0, "arm10_loss": 9.0,
+            "val_arm1_accuracy": 0.5, "val_loss": 4.0}
+    split = towers.split_logs(logs, ["arm0", "arm1", "arm10"])
+    assert split["arm1"] == {"loss": 2.0, "val_accuracy": 0.5}
+    assert split["arm10"] == {"loss": 9.0}
+    # A group of one is a single-output model: Keras does not prefix its logs.
+    assert towers.split_logs({"loss": 1.0, "val_loss": 2.0}, ["arm0"]) == {
+        "arm0": {"loss": 1.0, "val_loss": 2.0}
+    }
+
+
+def test_resume_trains_only_the_missing_arms_as_one_group(tmp_path):
+    first = config.resolve(
+        **TINY, initializers=SPECS[:1], logdir=str(tmp_path), experiment="grow"
+    )
+    runner.compare(first, progress=lambda _: None)
+    grown = config.resolve(**TINY, initializers=SPECS, logdir=str(tmp_path), experiment="grow")
+    lines = []
+    entries = runner.compare(grown, progress=lines.append)
+    assert [e["initializer"] for e in entries] == list(SPECS)
+    assert [e["group_size"] for e in entries] == [1, 2, 2]
+    assert sum("skipped" in line for line in lines) == 1
+    stored = json.loads((tmp_path / "grow" / summary.JSON_NAME).read_text())
+    assert len(stored["runs"]) == 3
+
+
+def test_tf_data_targets_repeat_the_labels_per_tower():
+    batches = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2)), np.arange(4))).batch(2)
+    x, y = next(iter(towers.targets(batches, ["arm0", "arm1"])))
+    assert set(y) == {"arm0", "arm1"}
+    np.testing.assert_array_equal(y["arm0"].numpy(), y["arm1"].numpy())
