@@ -1,10 +1,13 @@
-"""Dataset loading: shapeset sizes, npz archives, keras.datasets failing offline."""
+"""Dataset loading: shapeset sizes and cache, npz archives, keras.datasets failing offline."""
+
+import os
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from experiments import data
+from experiments import data, shapeset
 from experiments.errors import ExperimentError
 
 
@@ -50,3 +53,95 @@ def test_download_failure_is_a_clear_error(monkeypatch):
     with pytest.raises(ExperimentError, match="Downloads need internet") as error:
         data.load("mnist", train_size=10, test_size=10)
     assert "\n" not in str(error.value)
+
+
+def _cache_files(folder):
+    return sorted(path.name for path in folder.iterdir())
+
+
+def test_cache_folder_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "mine"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv(data.CACHE_ENV)
+    assert data.cache_dir() == tmp_path / "xdg" / "keras-inits"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.cache_dir() == tmp_path / "home" / ".cache" / "keras-inits"
+
+
+def test_shapeset_cache_is_bit_identical_and_skips_synthesis(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    fresh_x, fresh_y = shapeset.generate(300, seed=5)
+    first = data.cached_shapeset(300, seed=5)  # synthesizes and writes
+    assert _cache_files(tmp_path) == [f"shapeset-v{shapeset.VERSION}-n300-seed5.npz"]
+
+    def no_synthesis(count, seed):
+        raise AssertionError("synthesized although cached")
+
+    monkeypatch.setattr(shapeset, "generate", no_synthesis)
+    for x, y in (first, data.cached_shapeset(300, seed=5)):
+        assert x.dtype == fresh_x.dtype and y.dtype == fresh_y.dtype
+        assert x.shape == fresh_x.shape and y.shape == fresh_y.shape
+        assert x.tobytes() == fresh_x.tobytes() and y.tobytes() == fresh_y.tobytes()
+    # Synthesis is not prefix-stable, so a smaller count is never sliced from a file.
+    with pytest.raises(AssertionError, match="synthesized"):
+        data.cached_shapeset(299, seed=5)
+
+
+def test_load_caches_train_and_test_sets(monkeypatch, tmp_path):
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    first = data.load("shapeset", train_size=40, test_size=20)
+    v = shapeset.VERSION
+    seed = data.SHAPESET_SEED
+    assert _cache_files(tmp_path) == [
+        f"shapeset-v{v}-n20-seed{seed + 1}.npz",
+        f"shapeset-v{v}-n40-seed{seed}.npz",
+    ]
+    again = data.load("shapeset", train_size=40, test_size=20)
+    np.testing.assert_array_equal(first.x_train, again.x_train)
+    np.testing.assert_array_equal(first.y_test, again.y_test)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a zip", "wrong arrays", "truncated"],
+    ids=["empty", "garbage", "wrong-arrays", "truncated"],
+)
+def test_corrupt_cache_file_is_regenerated_and_overwritten(monkeypatch, tmp_path, content):
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))
+    path = tmp_path / f"shapeset-v{shapeset.VERSION}-n50-seed1.npz"
+    if content == "wrong arrays":
+        np.savez(path, x=np.zeros((49, 32, 32, 1), np.float32), y=np.zeros(49, np.int32))
+    elif content == "truncated":
+        data.cached_shapeset(50, seed=1)
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.write_bytes(content)
+    x, y = data.cached_shapeset(50, seed=1)
+    fresh_x, fresh_y = shapeset.generate(50, seed=1)
+    np.testing.assert_array_equal(x, fresh_x)
+    np.testing.assert_array_equal(y, fresh_y)
+    with np.load(path) as archive:  # overwritten with the right arrays
+        np.testing.assert_array_equal(archive["x"], fresh_x)
+    assert _cache_files(tmp_path) == [path.name]  # no temporary file left behind
+
+
+def test_unwritable_cache_folder_only_skips_caching(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    # A folder inside a regular file can be neither created nor written, even by root.
+    monkeypatch.setenv(data.CACHE_ENV, str(blocker / "cache"))
+    x, y = data.cached_shapeset(20, seed=0)
+    np.testing.assert_array_equal(x, shapeset.generate(20, seed=0)[0])
+    loaded = data.load("shapeset", train_size=20, test_size=10)
+    assert loaded.x_train.shape == (20, 32, 32, 1)
+    assert _cache_files(tmp_path) == ["a-file"]
+
+
+def test_test_suite_does_not_write_to_the_home_cache():
+    # tests/conftest.py points the cache at a temporary folder for the whole session.
+    assert data.CACHE_ENV in os.environ
+    home_cache = Path.home() / ".cache"
+    assert data.cache_dir() != home_cache / "keras-inits"
+    assert home_cache not in data.cache_dir().parents

@@ -55,3 +55,12 @@ def test_object_areas_are_within_the_specified_sizes():
 def test_empty_request():
     x, y = shapeset.generate(0, seed=0)
     assert x.shape == (0, 32, 32, 1) and y.shape == (0,)
+
+
+def test_not_prefix_stable():
+    # Labels come first for all images, so a smaller count is a different dataset:
+    # experiments.data caches each (count, seed) on its own rather than slicing.
+    x_large, y_large = shapeset.generate(100, seed=5)
+    x_small, y_small = shapeset.generate(50, seed=5)
+    np.testing.assert_array_equal(y_large[:50], y_small)
+    assert not np.array_equal(x_large[:50], x_small)
