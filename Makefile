@@ -35,6 +35,7 @@ diagnose: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/init_throughput.py
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/harness_overhead.py
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/harness_speed.py
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/model_tools.py
 
 clean:

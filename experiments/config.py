@@ -53,14 +53,16 @@ class ExperimentConfig:
     activation: tuple[str | None, ...] = ("tanh",)
     fallback_initializer: str = DEFAULT_FALLBACK
     dataset: str = "shapeset"
-    train_size: int = 8000
+    # Enough examples that the best arms' test loss still falls at the last epoch (with
+    # 8,000 examples for 8 epochs, random_normal's rose from epoch 6: memorized).
+    train_size: int = 24000
     test_size: int = 2000
-    epochs: int = 8
+    epochs: int = 3
     batch_size: tuple[int, ...] = (32,)
     optimizer: tuple[str, ...] = ("sgd",)
     learning_rate: tuple[float, ...] = (0.01,)
     momentum: float = 0.9
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0, 1, 2)
     group_arms: bool = True
     histogram_every: int = 100
     probe_size: int = 256

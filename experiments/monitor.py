@@ -76,6 +76,7 @@ class GroupMonitor(keras.callbacks.Callback):
 
     Attributes:
         step: optimizer steps done so far.
+        snapshot_seconds: the part of `train_seconds` spent in the periodic snapshots.
     """
 
     def __init__(self, arms: Sequence[ArmLog], every_n_steps: int):
@@ -84,6 +85,7 @@ class GroupMonitor(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.step = 0
         self.train_seconds = 0.0
+        self.snapshot_seconds = 0.0
         self._clock_started: float | None = None
         self._epoch_start_step = 0
         self._last_snapshot = 0  # step 0 is taken before fit
@@ -110,9 +112,11 @@ class GroupMonitor(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         every = self.every_n_steps
         if every and (self._epoch_start_step + batch) // every > self._last_snapshot // every:
+            started = time.perf_counter()
             self._last_snapshot = self._epoch_start_step + batch
             for arm in self.live():
                 arm.signals.snapshot(self._last_snapshot)
+            self.snapshot_seconds += time.perf_counter() - started
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         first_execution = self.step == 0
@@ -141,9 +145,10 @@ class GroupMonitor(keras.callbacks.Callback):
             if arm.history["step"][-1] == arm.diverged_at_step:
                 continue  # recorded in the epoch it diverged; frozen since
             arm.record(self.arm_step(arm), epoch + 1, split[arm.name])
-        for arm in self.live():
-            if arm.signals.last_step != self.step:  # not logged at this step already
-                arm.signals.snapshot(self.step, scalars=True, histograms=False)
+        # Without histograms, the signal scalars are logged once an epoch; with them, at
+        # every histogram snapshot already.
+        for arm in self.live() if not self.every_n_steps else ():
+            arm.signals.snapshot(self.step, scalars=True, histograms=False)
         for arm in self.arms:
             arm.writer.flush()
 

@@ -27,6 +27,7 @@ FIELDS = (
     "status",
     "steps",
     "train_seconds",
+    "histogram_seconds",
     "group_size",
     "initial_loss",
     "final_loss",

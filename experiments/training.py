@@ -38,7 +38,7 @@ from keras_inits import SignalHistograms
 
 # Batch size of the step-0 and per-epoch evaluations: the mean over the set does not
 # depend on it, and larger batches evaluate faster.
-EVALUATION_BATCH = 512
+EVALUATION_BATCH = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +69,8 @@ def run_name(initializer: str, cell: Cell, swept: Sequence[str], seed: int) -> s
     parts = [initializer]
     for name in swept:
         value = getattr(cell, name)
+        if value is None:  # your own model in a sweep with built-ins: no depth of its own
+            continue
         # Models, activations and optimizers are names already; numbers need theirs.
         named = name in ("model", "activation", "optimizer")
         parts.append(str(value) if named else f"{name}{value}")
@@ -248,6 +250,7 @@ def _result(
         "status": "ok" if log.diverged_at_step is None else "diverged",
         "steps": step,
         "train_seconds": round(monitor.train_seconds, 3),
+        "histogram_seconds": round(monitor.snapshot_seconds, 3),
         "group_size": len(monitor.arms),
         "initial_loss": history["loss"][0],
         "final_loss": history["loss"][-1],

@@ -30,11 +30,13 @@ def test_lesson_is_the_default():
         config.Cell("mlp", 5, 256, "tanh", "sgd", 0.01, 32)
     ]
     assert resolved.swept() == ()
+    # Three seeds by default; enough data not to be memorized in the default budget.
+    assert resolved.seeds == (0, 1, 2) and (resolved.train_size, resolved.epochs) == (24000, 3)
 
 
 def test_presets_set_flags_and_explicit_flags_win():
     he = config.resolve("he2015")
-    assert (he.depth, he.activation, he.optimizer) == ((30,), ("relu",), ("sgd",))
+    assert (he.depth, he.activation, he.optimizer) == ((10, 20, 30), ("relu",), ("sgd",))
     assert len(he.initializers) == 2
     glorot = config.resolve("glorot2010")
     assert set(glorot.activation) == {"tanh", "sigmoid", "softsign"}
@@ -142,4 +144,4 @@ def test_describe_lists_every_preset():
     text = presets.describe()
     for name in presets.PRESETS:
         assert f"{name}: " in text
-    assert "--depth=30" in text
+    assert "--depth=10,20,30" in text

@@ -17,6 +17,7 @@ from experiments import config, data, runner, summary, training
 from experiments.errors import ExperimentError
 
 TINY = {
+    "seeds": (0,),
     "depth": 2,
     "width": 8,
     "train_size": 96,

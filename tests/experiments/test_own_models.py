@@ -18,6 +18,7 @@ from experiments.errors import ExperimentError
 OWN = "tests.experiments.custom_models:small_cnn"
 OWN_LAYERS = ["conv2d", "conv2d_1", "dense"]  # automatic names, the same in every run
 TINY = {
+    "seeds": (0,),
     "train_size": 128,
     "test_size": 32,
     "epochs": 1,
@@ -265,7 +266,7 @@ def _main(*argv: str) -> None:
 
 def test_console_shows_one_line_per_run(tmp_path, capsys):
     tiny = ["--depth=2", "--width=8", "--train_size=96", "--test_size=32", "--epochs=2"]
-    tiny += ["--histogram_every=0", f"--logdir={tmp_path}"]
+    tiny += ["--histogram_every=0", "--seeds=0", f"--logdir={tmp_path}"]
     _main(*tiny, "--initializers=xavier_normal,zeros")
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[2].startswith("results: ")

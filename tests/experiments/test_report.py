@@ -165,7 +165,7 @@ def test_lesson_report_without_sweeps_and_entries_of_older_summaries(tmp_path):
     assert _rows(text, "| initializer | seed |")[0][:2] == ["initializer", "seed"]
     assert "2 initializer settings, 2 runs" in text
     assert "- model: MLP of 5 hidden layers, width 256, activation tanh, softmax output" in text
-    assert "- training: 8 epochs, batch 32, sgd, learning rate 0.01, momentum 0.9" in text
+    assert "- training: 3 epochs, batch 32, sgd, learning rate 0.01, momentum 0.9" in text
     assert "share one compiled step" not in text and "Chance level" not in text
     assert f"| `{KAIMING}` | `output` |" in text  # the fallback section
     assert not list(tmp_path.glob("sweep_*.png")) and "sweep_" not in text

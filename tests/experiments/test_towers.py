@@ -14,6 +14,7 @@ from experiments.training import training_batches
 
 SPECS = ("xavier_normal", "random_normal(stddev=0.1)", "kaiming_uniform")
 TINY = dict(
+    seeds=(0,),
     depth=2,
     width=16,
     train_size=320,
@@ -72,9 +73,8 @@ def test_the_harness_gives_the_same_results_grouped_or_not(tmp_path):
     results = {}
     for grouped in (True, False):
         settings = config.resolve(
-            **TINY,
+            **{**TINY, "seeds": (0, 1)},
             initializers=SPECS,
-            seeds=(0, 1),
             group_arms=grouped,
             logdir=str(tmp_path / str(grouped)),
             experiment="same",
