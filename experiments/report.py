@@ -19,6 +19,7 @@ from typing import Any
 
 from experiments import plots
 from experiments.config import SWEPT, Cell, ExperimentConfig, is_own_model
+from experiments.presets import PRESETS
 
 REPORT_NAME = "report.md"
 FIGURES = {
@@ -119,6 +120,7 @@ def write(
     lines = [
         f"# {config.experiment}: {_headline(groups, swept, len(entries))}",
         "",
+        *_replication(config, groups, details),
         *_settings(config, swept),
         "",
         "## Identical models",
@@ -190,6 +192,29 @@ def _figures(
             plots.activation_histograms(root / name, runs, moment)
         figures += [(name, title) for name, title in FIGURES.items() if name != "loss_curves.png"]
     return figures
+
+
+def _replication(config: ExperimentConfig, groups: Groups, details: dict[str, dict]) -> list[str]:
+    """For a paper's preset: the paper, what it reproduces, the paper's numbers next to
+    ours, and the verdict computed from the runs."""
+    replication = PRESETS[config.preset].replication
+    if replication is None:
+        return []
+    finding = replication.judge(groups, details)
+    lines = [
+        "## Replication",
+        "",
+        f"{replication.paper}: {replication.reproduces}.",
+        "",
+        f"**{finding.sentence}**",
+        "",
+    ]
+    if finding.rows:
+        lines += [_row(["", "paper", "ours (mean over seeds)"]), _row(["---"] * 3)]
+        lines += [_row(list(row)) for row in finding.rows]
+        lines.append("")
+    lines += [f"Scaled down: {replication.scaled_down}.", ""]
+    return lines
 
 
 def _headline(groups: Groups, swept: Sequence[str], runs: int) -> str:

@@ -143,6 +143,7 @@ class Snapshot:
             return [_finite_or_none(row[key]) for row in self.statistics]
 
         return {
+            "activation_mean": column("output_mean"),
             "activation_std": column("output_std"),
             "activation_gradient_std": column("gradient_std"),
             "weight_gradient_std": column("weight_gradient_std"),

@@ -1,0 +1,254 @@
+"""Replications: what a paper's preset reproduces, the paper's numbers, and a verdict from the runs.
+
+A preset that reproduces a result carries a `Replication`: the paper, the figure or
+table, what was scaled down to fit a few minutes on 2 cores, and a `judge` that
+reads the finished runs and returns a `Finding`: rows of (quantity, the paper's
+value, ours) and one sentence saying whether the effect is reproduced. The sentence
+is computed from the runs every time the report is written, never written in advance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+# (cell, initializer) -> that group's summary entries, one per seed (`report.group`).
+Groups = Mapping[tuple[Any, str], Sequence[dict[str, Any]]]
+
+# A loss that fell by less than this fraction of its initial value has stalled;
+# one that fell by at least TRAINS has trained.
+STALLS = 0.01
+TRAINS = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """What the runs show: a table of (quantity, paper, ours) and the verdict."""
+
+    rows: list[tuple[str, str, str]]
+    reproduced: bool
+    sentence: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Replication:
+    """A paper's result that a preset reproduces."""
+
+    paper: str
+    reproduces: str
+    scaled_down: str
+    judge: Callable[[Groups, Mapping[str, dict]], Finding]
+
+
+def relative_drop(entries: Sequence[dict[str, Any]]) -> float | None:
+    """Mean over the seeds that did not diverge of (initial - final) / initial training loss;
+    None when every seed diverged."""
+    drops = [
+        (entry["initial_loss"] - entry["final_loss"]) / entry["initial_loss"]
+        for entry in entries
+        if entry["status"] == "ok" and entry["final_loss"] is not None
+    ]
+    return statistics.mean(drops) if drops else None
+
+
+def mean_of(entries: Sequence[dict[str, Any]], key: str) -> float | None:
+    values = [e[key] for e in entries if e.get(key) is not None and math.isfinite(e[key])]
+    return statistics.mean(values) if values else None
+
+
+def describe_loss(entries: Sequence[dict[str, Any]]) -> str:
+    """`train loss 2.197 -> 1.990 (-9.4%)`, means over the seeds; or how many diverged."""
+    diverged = sum(entry["status"] == "diverged" for entry in entries)
+    if diverged == len(entries):
+        return f"diverged ({diverged} of {len(entries)} seeds)"
+    initial, final = mean_of(entries, "initial_loss"), mean_of(entries, "final_loss")
+    text = f"train loss {initial:.3f} -> {final:.3f} ({-relative_drop(entries):+.1%})"
+    return text + (f", {diverged} of {len(entries)} seeds diverged" if diverged else "")
+
+
+def _by_depth_and_family(groups: Groups, families: Sequence[str]) -> dict[int, dict[str, list]]:
+    """Entries by depth, then by initializer family (the spec's name before any '(')."""
+    found: dict[int, dict[str, list]] = {}
+    for (cell, spec), members in groups.items():
+        family = spec.split("(")[0]
+        if family in families and cell.depth is not None:
+            found.setdefault(cell.depth, {}).setdefault(family, []).extend(members)
+    return found
+
+
+_HE = ("xavier_normal", "kaiming_normal")
+
+
+def judge_he2015(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """Fig. 3: at the deepest depth xavier stalls while kaiming trains; Fig. 2: at the
+    shallowest both train, kaiming earlier (lower training loss after the first epoch)."""
+    depths = _by_depth_and_family(groups, _HE)
+    complete = sorted(depth for depth, found in depths.items() if len(found) == len(_HE))
+    if not complete:
+        return Finding([], False, "Not judged: no depth has both xavier_normal and kaiming_normal.")
+    deep, shallow = complete[-1], complete[0]
+    rows = []
+    for depth in complete:
+        paper = {
+            deep: ("stalls (Fig. 3, 30 layers)", "trains (Fig. 3)"),
+            shallow: ("trains (Fig. 2, 22 layers)", "trains, earlier (Fig. 2)"),
+        }.get(depth, ("–", "–"))
+        for family, expected in zip(_HE, paper, strict=True):
+            ours = describe_loss(depths[depth][family])
+            rows.append((f"{depth} layers, {family}", expected, ours))
+    xavier, kaiming = (relative_drop(depths[deep][family]) for family in _HE)
+    checks = [xavier is not None and xavier < STALLS, kaiming is not None and kaiming >= TRAINS]
+    sentence = (
+        f"at {deep} layers xavier_normal's training loss "
+        f"{'stalls' if checks[0] else 'does not stall'} ({_percent(xavier)}) while "
+        f"kaiming_normal's {'trains' if checks[1] else 'does not train'} ({_percent(kaiming)})"
+    )
+    if shallow != deep:
+        drops = [relative_drop(depths[shallow][family]) for family in _HE]
+        early = [_first_epoch_loss(depths[shallow][family], details) for family in _HE]
+        both = all(drop is not None and drop >= TRAINS for drop in drops)
+        earlier = None not in early and early[1] < early[0]
+        checks += [both, earlier]
+        sentence += (
+            f"; at {shallow} layers both {'train' if both else 'do not both train'} "
+            f"({_percent(drops[0])}, {_percent(drops[1])}), kaiming_normal "
+            f"{'earlier' if earlier else 'not earlier'}"
+        )
+        if None not in early:
+            sentence += f" (loss after epoch 1: {early[1]:.3f} vs {early[0]:.3f})"
+    verdict = "Reproduced" if all(checks) else "Not reproduced"
+    return Finding(rows, all(checks), f"{verdict}: {sentence}.")
+
+
+def _percent(drop: float | None) -> str:
+    return "diverged" if drop is None else f"{-drop:+.1%}"
+
+
+def _first_epoch_loss(
+    entries: Sequence[dict[str, Any]], details: Mapping[str, dict]
+) -> float | None:
+    """Mean training loss after the first epoch over the seeds whose run.json is there."""
+    losses = []
+    for entry in entries:
+        history = details.get(entry["run_dir"], {}).get("history")
+        if history and len(history["loss"]) > 1 and history["loss"][1] is not None:
+            losses.append(history["loss"][1])
+    return statistics.mean(losses) if losses else None
+
+
+HE2015 = Replication(
+    paper="He, Zhang, Ren & Sun (2015), *Delving Deep into Rectifiers*, ICCV",
+    reproduces="Figs. 2 and 3: a 22-layer plain ReLU net trains with both initializations, "
+    "He's earlier; at 30 layers Xavier's stalls and He's trains",
+    scaled_down="the paper's ImageNet convolutional nets are plain ReLU MLPs of width 256 on "
+    "8,000 Shapeset images, trained for 5 epochs; in these MLPs Xavier's init already stalls "
+    "from about 20 layers, so the moderate depth that plays Fig. 2's 22 layers is 10",
+    judge=judge_he2015,
+)
+
+
+_SELU_SCALES = {"variance_scaling(scale=0.5)": 0.5, "lecun_normal": 1.0,
+                "variance_scaling(scale=2.0)": 2.0}
+
+
+def _hidden_moments(entries: Sequence[dict[str, Any]], details: Mapping[str, dict]):
+    """Per seed: the step-0 (mean, variance) of each hidden layer's activations (the
+    output layer left out), from the runs' run.json."""
+    moments = []
+    for entry in entries:
+        profile = details.get(entry["run_dir"], {}).get("profiles", {}).get("initial")
+        if profile and profile.get("activation_mean"):
+            means, stds = profile["activation_mean"][:-1], profile["activation_std"][:-1]
+            moments.append(
+                [(m, s * s) if None not in (m, s) else (math.nan, math.inf)
+                 for m, s in zip(means, stds, strict=True)]
+            )
+    return moments
+
+
+def judge_klambauer2017(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """SELU with LeCun-normal (Var(W) = 1/fan_in) keeps the activations near mean 0 and
+    variance 1 through depth at step 0, and trains; half that variance makes it shrink
+    layer by layer, twice makes it grow, and training suffers."""
+    arms = {spec: members for (_, spec), members in groups.items() if spec in _SELU_SCALES}
+    if "lecun_normal" not in arms:
+        return Finding([], False, "Not judged: no lecun_normal arm.")
+    rows, last = [], {}
+    for spec, members in sorted(arms.items(), key=lambda item: _SELU_SCALES[item[0]]):
+        per_seed = _hidden_moments(members, details)
+        if not per_seed:
+            return Finding([], False, f"Not judged: {spec}'s run.json files are missing.")
+        depth = len(per_seed[0])
+        mean = statistics.mean(seed[-1][0] for seed in per_seed)
+        first = statistics.mean(seed[0][1] for seed in per_seed)
+        last[spec] = statistics.mean(seed[-1][1] for seed in per_seed)
+        paper = {0.5: "variance shrinks", 1.0: "mean ~0, variance ~1", 2.0: "variance grows"}
+        rows.append((
+            f"{spec}: step 0, hidden layer 1 -> {depth}",
+            paper[_SELU_SCALES[spec]],
+            f"variance {first:.3g} -> {last[spec]:.3g}, last mean {mean:+.2f}",
+        ))
+        rows.append((f"{spec}: training", "trains" if spec == "lecun_normal" else "suffers",
+                     describe_loss(members)))
+    lecun = arms["lecun_normal"]
+    lecun_mean = statistics.mean(s[-1][0] for s in _hidden_moments(lecun, details))
+    level = 0.5 <= last["lecun_normal"] <= 2.0 and abs(lecun_mean) < 0.25
+    drifts = [
+        (last[spec] < last["lecun_normal"] / 4) if _SELU_SCALES[spec] < 1
+        else (last[spec] > last["lecun_normal"] * 4)
+        for spec in arms if spec != "lecun_normal"
+    ]
+    lecun_final = mean_of(lecun, "final_loss")
+    trains = relative_drop(lecun) is not None and relative_drop(lecun) >= TRAINS
+    others = {spec: members for spec, members in arms.items() if spec != "lecun_normal"}
+    suffer = {spec: _worse(members, lecun_final) for spec, members in others.items()}
+    checks = [level, bool(drifts) and all(drifts), trains and all(suffer.values())]
+    sentence = (
+        f"with lecun_normal the deepest hidden layer's activations start at mean "
+        f"{lecun_mean:+.2f} and variance {last['lecun_normal']:.2f}"
+        f" ({'level' if level else 'not level'}), the other scalings' variance "
+        f"{'drifts away' if checks[1] else 'does not drift away'} "
+        f"({', '.join(f'{spec}: {last[spec]:.3g}' for spec in others)}); lecun_normal "
+        f"{'trains' if trains else 'does not train'} to a training loss of "
+        + ("–" if lecun_final is None else f"{lecun_final:.3f}")
+        + ", and training "
+        + "; ".join(
+            f"{'suffers' if suffer[spec] else 'does not suffer'} with {spec} "
+            f"({_final_or_diverged(members)})"
+            for spec, members in others.items()
+        )
+    )
+    passed = sum(checks)
+    verdict = ("Not reproduced", "Partly reproduced", "Partly reproduced", "Reproduced")[passed]
+    return Finding(rows, passed == len(checks), f"{verdict}: {sentence}.")
+
+
+def _worse(entries: Sequence[dict[str, Any]], reference: float | None) -> bool:
+    """Whether these runs did worse than a final training loss of `reference`: a seed
+    diverged, or their mean final loss is higher."""
+    if any(entry["status"] == "diverged" for entry in entries):
+        return True
+    final = mean_of(entries, "final_loss")
+    return reference is not None and final is not None and final > reference
+
+
+def _final_or_diverged(entries: Sequence[dict[str, Any]]) -> str:
+    diverged = sum(entry["status"] == "diverged" for entry in entries)
+    final = mean_of(entries, "final_loss")
+    parts = [] if final is None else [f"loss {final:.3f}"]
+    parts += [f"{diverged} of {len(entries)} seeds diverged"] if diverged else []
+    return ", ".join(parts)
+
+
+KLAMBAUER2017 = Replication(
+    paper="Klambauer, Unterthiner, Mayr & Hochreiter (2017), *Self-Normalizing Neural "
+    "Networks*, NeurIPS",
+    reproduces="SELU with LeCun-normal init (Var(W) = 1/fan_in) keeps activations at mean 0 "
+    "and variance 1 through depth (the fixed point of Sec. 3) and trains deep MLPs",
+    scaled_down="the paper's 121 UCI tasks and 8-32-layer nets are one 32-layer SELU MLP of "
+    "width 256 on 8,000 Shapeset images, 3 epochs, with Var(W) = 0.5, 1 and 2 over fan_in",
+    judge=judge_klambauer2017,
+)

@@ -1,0 +1,111 @@
+"""Replication verdicts: computed from the runs, reproduced or not as the numbers say."""
+
+from experiments import config, replications
+from experiments.config import Cell
+
+
+def _entry(initial, final, status="ok", run_dir="run"):
+    return {
+        "initial_loss": initial,
+        "final_loss": final,
+        "status": status,
+        "run_dir": run_dir,
+    }
+
+
+def _groups(deep_xavier_final, shallow_kaiming_epoch1=2.0):
+    cell = Cell("mlp", 30, 256, "relu", "sgd", 0.01, 32)
+    shallow = Cell("mlp", 10, 256, "relu", "sgd", 0.01, 32)
+    groups = {
+        (shallow, "xavier_normal"): [_entry(2.3, 2.0, run_dir="sx")],
+        (shallow, "kaiming_normal(nonlinearity='relu')"): [_entry(2.4, 1.9, run_dir="sk")],
+        (cell, "xavier_normal"): [_entry(2.197, deep_xavier_final)],
+        (cell, "kaiming_normal(nonlinearity='relu')"): [_entry(2.6, 2.0)],
+    }
+    details = {
+        "sx": {"history": {"loss": [2.3, 2.1, 2.0]}},
+        "sk": {"history": {"loss": [2.4, shallow_kaiming_epoch1, 1.9]}},
+    }
+    return groups, details
+
+
+def test_he2015_is_reproduced_when_deep_xavier_stalls_and_the_rest_train():
+    finding = replications.judge_he2015(*_groups(deep_xavier_final=2.198))
+    assert finding.reproduced
+    assert finding.sentence.startswith("Reproduced: at 30 layers xavier_normal's training loss "
+                                       "stalls (+0.0%) while kaiming_normal's trains (-23.1%)")
+    assert "at 10 layers both train (-13.0%, -20.8%), kaiming_normal earlier" in finding.sentence
+    assert finding.rows[2] == (
+        "30 layers, xavier_normal",
+        "stalls (Fig. 3, 30 layers)",
+        "train loss 2.197 -> 2.198 (+0.0%)",
+    )
+
+
+def test_he2015_is_not_reproduced_when_the_numbers_disagree():
+    trained = replications.judge_he2015(*_groups(deep_xavier_final=1.9))
+    assert not trained.reproduced and "does not stall (-13.5%)" in trained.sentence
+    later = replications.judge_he2015(*_groups(deep_xavier_final=2.198, shallow_kaiming_epoch1=2.2))
+    assert not later.reproduced and "kaiming_normal not earlier" in later.sentence
+
+
+def test_a_diverged_arm_counts_as_not_training():
+    groups, details = _groups(deep_xavier_final=2.198)
+    cell = Cell("mlp", 30, 256, "relu", "sgd", 0.01, 32)
+    groups[(cell, "kaiming_normal(nonlinearity='relu')")] = [_entry(2.6, None, "diverged")]
+    finding = replications.judge_he2015(groups, details)
+    assert not finding.reproduced and "does not train (diverged)" in finding.sentence
+
+
+def test_the_he2015_preset_sweeps_depth_and_says_so_in_its_report(tmp_path):
+    settings = config.resolve("he2015")
+    assert len(settings.depth) >= 2 and max(settings.depth) == 30
+    from experiments.presets import PRESETS
+
+    assert PRESETS["he2015"].replication is replications.HE2015
+
+
+def _selu_groups(lecun_last_variance=1.0, lecun_final=1.9):
+    cell = Cell("mlp", 32, 256, "selu", "sgd", 0.01, 32)
+    variances = {
+        "variance_scaling(scale=0.5)": [0.4, 0.01, 1e-6],
+        "lecun_normal": [0.5, 0.9, lecun_last_variance],
+        "variance_scaling(scale=2.0)": [0.9, 30.0, 5e4],
+    }
+    finals = {"variance_scaling(scale=0.5)": 2.19, "lecun_normal": lecun_final,
+              "variance_scaling(scale=2.0)": 2.1}
+    if lecun_final < 2.1:
+        finals["variance_scaling(scale=2.0)"] = None  # diverged
+    groups, details = {}, {}
+    for spec, variance in variances.items():
+        status = "diverged" if finals[spec] is None else "ok"
+        groups[(cell, spec)] = [_entry(2.2, finals[spec], status, run_dir=spec)]
+        details[spec] = {
+            "profiles": {
+                "initial": {
+                    "activation_mean": [0.1, 0.02, 0.01, 0.3],  # the output layer last
+                    "activation_std": [v**0.5 for v in variance] + [0.2],
+                }
+            }
+        }
+    return groups, details
+
+
+def test_klambauer2017_checks_the_fixed_point_the_drift_and_training():
+    finding = replications.judge_klambauer2017(*_selu_groups())
+    assert finding.reproduced, finding.sentence
+    assert "start at mean +0.01 and variance 1.00 (level)" in finding.sentence
+    assert "variance_scaling(scale=0.5): 1e-06, variance_scaling(scale=2.0): 5e+04" in (
+        finding.sentence
+    )
+    assert finding.rows[2] == (
+        "lecun_normal: step 0, hidden layer 1 -> 3",
+        "mean ~0, variance ~1",
+        "variance 0.5 -> 1, last mean +0.01",
+    )
+    drifted = replications.judge_klambauer2017(*_selu_groups(lecun_last_variance=4.0))
+    assert not drifted.reproduced and "(not level)" in drifted.sentence
+    beaten = replications.judge_klambauer2017(*_selu_groups(lecun_final=2.15))
+    assert not beaten.reproduced and beaten.sentence.startswith("Partly reproduced")
+    assert "does not suffer with variance_scaling(scale=2.0) (loss 2.100)" in beaten.sentence
+    assert "suffers with variance_scaling(scale=0.5) (loss 2.190)" in beaten.sentence
