@@ -80,13 +80,7 @@ def plain_keras(
     for seed in settings.seeds:
         for index, spec in enumerate(settings.initializers):
             model = models.initialize_run(
-                settings,
-                cell,
-                input_shape=dataset.input_shape,
-                num_classes=dataset.num_classes,
-                x_sample=dataset.x_train[:2],
-                initializer=spec,
-                seed=seed,
+                settings, cell, dataset, initializer=spec, seed=seed
             ).model
             model.compile(
                 optimizer=training.make_optimizer(

@@ -190,15 +190,7 @@ def inspect(
             continue  # a cell that differs only in training settings: same model
         group = groups.setdefault(key, {})
         for spec in config.initializers:
-            built = models.initialize_run(
-                config,
-                cell,
-                input_shape=dataset.input_shape,
-                num_classes=dataset.num_classes,
-                x_sample=batch.x[:2],
-                initializer=spec,
-                seed=seed,
-            )
+            built = models.initialize_run(config, cell, dataset, initializer=spec, seed=seed)
             group[spec] = keras_inits.diagnose(
                 built.model,
                 batch.x,

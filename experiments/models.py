@@ -31,6 +31,7 @@ from experiments.errors import ExperimentError
 
 if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time either way
     from experiments.config import Cell, ExperimentConfig
+    from experiments.data import Dataset
 
 OUTPUT = "output"
 BUILTIN = ("mlp", "cnn")
@@ -385,16 +386,9 @@ def initialize(
 
 
 def initialize_run(
-    config: ExperimentConfig,
-    cell: Cell,
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    x_sample: np.ndarray,
-    initializer: str,
-    seed: int,
+    config: ExperimentConfig, cell: Cell, data: Dataset, *, initializer: str, seed: int
 ) -> Initialized:
-    """`initialize` with `cell`'s model settings, in a fresh Keras session seeded with
+    """`initialize` with `cell`'s model settings for `data`, in a fresh Keras session seeded with
     `seed`: layer names count from scratch (dense, dense_1...) in every run, so every arm's
     TensorBoard tags and report rows name the same layers (the seed is set after, as
     clearing the session forgets it).
@@ -408,9 +402,9 @@ def initialize_run(
     try:
         return initialize(
             cell.model,
-            input_shape=input_shape,
-            num_classes=num_classes,
-            x_sample=x_sample,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            x_sample=data.x_train[:2],
             depth=cell.depth,
             width=cell.width,
             activation=cell.activation,

@@ -203,13 +203,7 @@ def _check_initializers_fit(config: ExperimentConfig, data: data_lib.Dataset) ->
     for cell in architectures.values():
         for initializer in config.initializers:
             models.initialize_run(
-                config,
-                cell,
-                input_shape=data.input_shape,
-                num_classes=data.num_classes,
-                x_sample=data.x_train[:2],
-                initializer=initializer,
-                seed=config.seeds[0],
+                config, cell, data, initializer=initializer, seed=config.seeds[0]
             )
 
 

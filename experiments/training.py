@@ -135,15 +135,7 @@ def train_group(
     0), then trains with one `model.fit`; `callbacks` are added to the fit.
     """
     built = [
-        models.initialize_run(
-            config,
-            cell,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            x_sample=data.x_train[:2],
-            initializer=arm.initializer,
-            seed=seed,
-        )
+        models.initialize_run(config, cell, data, initializer=arm.initializer, seed=seed)
         for arm in arms
     ]
     group = towers.build_group([b.model for b in built], data.input_shape)

@@ -34,15 +34,7 @@ def data():
 def _arms(settings: config.ExperimentConfig, specs, data, seed=0):
     cell = settings.cells()[0]
     return [
-        models.initialize_run(
-            settings,
-            cell,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            x_sample=data.x_train[:2],
-            initializer=spec,
-            seed=seed,
-        ).model
+        models.initialize_run(settings, cell, data, initializer=spec, seed=seed).model
         for spec in specs
     ]
 
