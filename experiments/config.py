@@ -228,9 +228,12 @@ def validate(config: ExperimentConfig) -> None:
         raise ExperimentError("--initializers is empty; give at least one spec.")
     if len(set(config.initializers)) != len(config.initializers):
         raise ExperimentError(f"--initializers lists a spec twice: {config.initializers}.")
+    from experiments import models  # Deferred with keras.
+
     for spec in config.initializers:
         try:
-            keras_inits.get(spec)
+            if models.lsuv_settings(spec) is None:
+                keras_inits.get(spec)
         except (TypeError, ValueError) as error:
             raise ExperimentError(str(error)) from None
     try:
@@ -238,8 +241,6 @@ def validate(config: ExperimentConfig) -> None:
             raise ValueError("give a spec such as 'xavier_normal'.")
     except (TypeError, ValueError) as error:
         raise ExperimentError(f"--fallback_initializer: {error}") from None
-    from experiments import models  # Deferred with keras.
-
     for name in (*SWEPT, "initializers", "seeds"):
         values = getattr(config, name)
         if not isinstance(values, tuple) or not values:

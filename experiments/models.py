@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time eit
     from experiments.data import Dataset
 
 OUTPUT = "output"
+LSUV = "lsuv"  # the data-dependent spec (see `lsuv_settings`)
 BUILTIN = ("mlp", "cnn")
 # How `keras_inits.reinitialize` marks a kernel it drew with the fallback in its report.
 FALLBACK_MARK = "(fallback"
@@ -124,6 +125,28 @@ def build(
 
 
 # ---- Your own model, and initializers that refuse some kernels ---------------------------
+
+
+def lsuv_settings(spec: str) -> dict[str, Any] | None:
+    """For `lsuv` or `lsuv(tol=..., max_iters=...)`: the keyword arguments of
+    `keras_inits.lsuv`; None for any other spec (an initializer).
+
+    LSUV is data-dependent, so it is a harness spec rather than an initializer: the
+    run's model is built, then fitted with `keras_inits.lsuv` on the run's probe batch
+    (its first `probe_size` training examples) with the run's seed.
+
+    Raises:
+        ExperimentError: an argument LSUV does not take.
+    """
+    name, kwargs = keras_inits.parse_spec(spec)
+    if name != LSUV:
+        return None
+    unknown = sorted(set(kwargs) - {"tol", "max_iters"})
+    if unknown:
+        raise ExperimentError(
+            f"Initializer spec {spec!r}: lsuv takes tol and max_iters, not {', '.join(unknown)}."
+        )
+    return kwargs
 
 
 def is_builtin(spec: str) -> bool:
@@ -399,8 +422,9 @@ def initialize_run(
     """
     keras.utils.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
+    lsuv = lsuv_settings(initializer)
     try:
-        return initialize(
+        initialized = initialize(
             cell.model,
             input_shape=data.input_shape,
             num_classes=data.num_classes,
@@ -408,10 +432,17 @@ def initialize_run(
             depth=cell.depth,
             width=cell.width,
             activation=cell.activation,
-            initializer=initializer,
+            # LSUV starts from its own orthonormal draw of every kernel.
+            initializer="orthogonal" if lsuv is not None else initializer,
             fallback=config.fallback_initializer,
             seed=seed,
         )
+        if lsuv is not None:
+            keras_inits.lsuv(
+                initialized.model, data.x_train[: config.probe_size], seed=seed, **lsuv
+            )
+            return Initialized(initialized.model, (), None)
+        return initialized
     except ExperimentError:
         raise
     except (TypeError, ValueError) as error:

@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.replications import HE2015, KLAMBAUER2017, Replication
+from experiments.replications import HE2015, KLAMBAUER2017, MISHKIN2016, Replication
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +106,31 @@ PRESETS: dict[str, Preset] = {
                 "histogram_every": 250,
             },
             replication=KLAMBAUER2017,
+        ),
+        Preset(
+            "mishkin2016",
+            "Mishkin & Matas (2016): LSUV, a data-dependent init (orthonormal, then each "
+            "layer scaled to unit output variance on one batch), against orthogonal, xavier "
+            "and kaiming on a 20-layer ReLU MLP: LSUV trains at least as fast as the best.",
+            {
+                "initializers": (
+                    "lsuv(tol=0.1)",
+                    "orthogonal",
+                    "xavier_normal",
+                    "kaiming_normal(nonlinearity='relu')",
+                ),
+                "activation": ("relu",),
+                "depth": (20,),
+                "width": 256,
+                "optimizer": "sgd",
+                "learning_rate": 0.01,
+                "momentum": 0.9,
+                "epochs": 5,
+                "train_size": 8000,
+                "seeds": (0, 1, 2),
+                "histogram_every": 250,
+            },
+            replication=MISHKIN2016,
         ),
     )
 }

@@ -252,3 +252,68 @@ KLAMBAUER2017 = Replication(
     "width 256 on 8,000 Shapeset images, 3 epochs, with Var(W) = 0.5, 1 and 2 over fan_in",
     judge=judge_klambauer2017,
 )
+
+
+# LSUV counts as at least as fast as the best fan-based init within this training loss.
+AS_FAST = 0.01
+
+
+def judge_mishkin2016(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """LSUV (orthonormal, then each layer's output variance scaled to 1 on a batch) trains
+    at least as fast as the best fan-based initializer: training loss after the first
+    epoch and at the end no higher than the best one's (within `AS_FAST`)."""
+    arms = {spec: members for (_, spec), members in groups.items()}
+    lsuv = [spec for spec in arms if spec.split("(")[0] == "lsuv"]
+    fan = [spec for spec in arms if spec not in lsuv]
+    if len(lsuv) != 1 or not fan:
+        return Finding([], False, "Not judged: needs one lsuv arm and fan-based arms.")
+    early = {spec: _first_epoch_loss(arms[spec], details) for spec in arms}
+    final = {spec: mean_of(arms[spec], "final_loss") for spec in arms}
+    diverged = {spec: any(e["status"] == "diverged" for e in arms[spec]) for spec in arms}
+    rows = [
+        (spec, "at least as fast as the best" if spec in lsuv else "–",
+         f"loss after epoch 1 {_loss(early[spec])}, final {describe_loss(arms[spec])}")
+        for spec in arms
+    ]
+    usable = [spec for spec in fan if not diverged[spec] and final[spec] is not None]
+    (mine,) = lsuv
+    if diverged[mine] or final[mine] is None or not usable:
+        return Finding(rows, False, "Not reproduced: LSUV diverged or no fan-based arm trained.")
+    best = min(usable, key=lambda spec: final[spec])
+    fastest = min((spec for spec in usable if early[spec] is not None), key=lambda s: early[s])
+    checks = [
+        early[mine] is not None and early[mine] <= early[fastest] + AS_FAST,
+        final[mine] <= final[best] + AS_FAST,
+    ]
+    stalled = [spec for spec in usable if relative_drop(arms[spec]) < STALLS]
+    slower = [
+        spec for spec in fan
+        if spec not in stalled and (diverged[spec] or final[spec] > final[mine] + AS_FAST)
+    ]
+    sentence = (
+        f"{mine} reaches a training loss of {early[mine]:.3f} after epoch 1 and "
+        f"{final[mine]:.3f} at the end, against {early[fastest]:.3f} ({fastest}) and "
+        f"{final[best]:.3f} ({best}) for the best fan-based init"
+    )
+    if stalled:
+        sentence += f"; {' and '.join(stalled)} stall{'s' * (len(stalled) == 1)}"
+    if slower:
+        sentence += f"; {' and '.join(slower)} train{'s' * (len(slower) == 1)} slower"
+    verdict = "Reproduced" if all(checks) else "Not reproduced"
+    return Finding(rows, all(checks), f"{verdict}: {sentence}.")
+
+
+def _loss(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+MISHKIN2016 = Replication(
+    paper="Mishkin & Matas (2016), *All you need is a good init*, ICLR",
+    reproduces="LSUV (orthonormal init, then each layer scaled to unit output variance on one "
+    "batch) trains deep nets at least as fast as the best of the fan-based inits (their "
+    "FitNet and CIFAR tables)",
+    scaled_down="the paper's CIFAR FitNets and ImageNet nets are a 20-layer ReLU MLP of width "
+    "256 on 8,000 Shapeset images, 5 epochs; LSUV is fitted on the run's probe batch "
+    "(its first 256 training examples) with tol 0.1",
+    judge=judge_mishkin2016,
+)

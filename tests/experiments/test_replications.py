@@ -1,7 +1,12 @@
 """Replication verdicts: computed from the runs, reproduced or not as the numbers say."""
 
-from experiments import config, replications
+import json
+
+import pytest
+
+from experiments import config, models, replications, runner
 from experiments.config import Cell
+from experiments.errors import ExperimentError
 
 
 def _entry(initial, final, status="ok", run_dir="run"):
@@ -109,3 +114,61 @@ def test_klambauer2017_checks_the_fixed_point_the_drift_and_training():
     assert not beaten.reproduced and beaten.sentence.startswith("Partly reproduced")
     assert "does not suffer with variance_scaling(scale=2.0) (loss 2.100)" in beaten.sentence
     assert "suffers with variance_scaling(scale=0.5) (loss 2.190)" in beaten.sentence
+
+
+def _lsuv_groups(lsuv_epoch1, lsuv_final):
+    cell = Cell("mlp", 20, 256, "relu", "sgd", 0.01, 32)
+    arms = {
+        "lsuv(tol=0.1)": (2.7, lsuv_epoch1, lsuv_final),
+        "orthogonal": (2.197, 2.198, 2.198),
+        "kaiming_normal(nonlinearity='relu')": (2.6, 2.16, 1.98),
+    }
+    groups, details = {}, {}
+    for spec, (initial, epoch1, final) in arms.items():
+        groups[(cell, spec)] = [_entry(initial, final, run_dir=spec)]
+        details[spec] = {"history": {"loss": [initial, epoch1, final]}}
+    return groups, details
+
+
+def test_mishkin2016_needs_lsuv_as_fast_as_the_best_fan_based_init():
+    finding = replications.judge_mishkin2016(*_lsuv_groups(2.165, 1.977))
+    assert finding.reproduced
+    assert finding.sentence == (
+        "Reproduced: lsuv(tol=0.1) reaches a training loss of 2.165 after epoch 1 and 1.977 "
+        "at the end, against 2.160 (kaiming_normal(nonlinearity='relu')) and 1.980 "
+        "(kaiming_normal(nonlinearity='relu')) for the best fan-based init; orthogonal stalls."
+    )
+    slower = replications.judge_mishkin2016(*_lsuv_groups(2.19, 2.05))
+    assert not slower.reproduced and slower.sentence.startswith("Not reproduced")
+
+
+def test_lsuv_is_a_harness_spec_fitted_on_the_probe_batch(tmp_path):
+    assert models.lsuv_settings("lsuv(tol=0.05, max_iters=3)") == {"tol": 0.05, "max_iters": 3}
+    assert models.lsuv_settings("orthogonal") is None
+    with pytest.raises(ExperimentError, match="lsuv takes tol and max_iters, not tolerance"):
+        config.resolve(initializers=("lsuv(tolerance=0.1)",))
+    settings = config.resolve(
+        initializers=("lsuv(tol=0.05)", "orthogonal"),
+        activation=("relu",),
+        depth=6,
+        width=32,
+        train_size=64,
+        test_size=32,
+        epochs=1,
+        seeds=(0,),
+        histogram_every=0,
+        probe_size=64,
+        logdir=str(tmp_path),
+    )
+    entries = runner.compare(settings, progress=lambda _: None)
+    stds = {}
+    for entry in entries:
+        folder = tmp_path / settings.experiment / entry["run_dir"]
+        run = json.loads((folder / "run.json").read_text())
+        stds[entry["initializer"]] = run["profiles"]["initial"]["activation_std"][:-1]
+    # Fitted on the probe batch, every hidden pre-activation has unit variance (within
+    # tol), so the ReLU outputs keep one scale through depth; orthogonal init alone
+    # halves the variance at every ReLU layer.
+    fitted = stds["lsuv(tol=0.05)"]
+    assert max(fitted) < 1.5 * min(fitted) and min(fitted) > 0.3, fitted
+    assert stds["orthogonal"][-1] < 0.3 * stds["orthogonal"][0]
