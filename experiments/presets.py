@@ -9,7 +9,13 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.replications import HE2015, KLAMBAUER2017, MISHKIN2016, Replication
+from experiments.replications import (
+    HE2015,
+    KLAMBAUER2017,
+    MISHKIN2016,
+    SAXE2013,
+    Replication,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +137,26 @@ PRESETS: dict[str, Preset] = {
                 "histogram_every": 250,
             },
             replication=MISHKIN2016,
+        ),
+        Preset(
+            "saxe2013",
+            "Saxe et al. (2013): deep linear networks (depths 4, 16, 64); with orthogonal init "
+            "the steps to a loss criterion stay nearly flat with depth, with scaled Gaussian "
+            "init (lecun_normal) they grow.",
+            {
+                "initializers": ("orthogonal", "lecun_normal"),
+                "activation": ("linear",),
+                "depth": (4, 16, 64),
+                "width": 128,
+                "optimizer": "sgd",
+                "learning_rate": 0.001,
+                "momentum": 0.9,
+                "epochs": 20,
+                "train_size": 2048,
+                "seeds": (0, 1, 2),
+                "histogram_every": 0,
+            },
+            replication=SAXE2013,
         ),
     )
 }

@@ -71,3 +71,22 @@ def test_he2015_xavier_vanishes_in_a_deep_relu_net_kaiming_does_not(batch):
     assert len(xavier) == 30
     assert xavier[-1] / xavier[0] < 0.03
     assert 0.2 < kaiming[-1] / kaiming[0] < 5
+
+
+def test_klambauer2017_lecun_normal_is_selus_fixed_point(batch):
+    # Klambauer et al. 2017: with Var(W) = 1/n, SELU maps activations of mean 0 and
+    # variance 1 to themselves (a stable fixed point), so 32 layers end at about (0, 1)
+    # whatever the input's variance (here 0.42 after the first layer, measured 0.99 after
+    # 32); with half or twice that variance every layer shrinks or grows it (0.0096 and
+    # 242 measured: thresholds far from both).
+    def last_hidden(initializer):
+        model = build(batch, initializer=initializer, activation="selu", depth=32, width=256)
+        hidden = batch[0]
+        for layer in model.layers[1:-1]:
+            hidden = layer(hidden)
+        return float(np.mean(hidden)), float(np.var(hidden))
+
+    mean, variance = last_hidden("lecun_normal")
+    assert abs(mean) < 0.2 and 0.6 < variance < 1.6
+    assert last_hidden("variance_scaling(scale=0.5)")[1] < 0.1
+    assert last_hidden("variance_scaling(scale=2.0)")[1] > 10

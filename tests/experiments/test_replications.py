@@ -172,3 +172,30 @@ def test_lsuv_is_a_harness_spec_fitted_on_the_probe_batch(tmp_path):
     fitted = stds["lsuv(tol=0.05)"]
     assert max(fitted) < 1.5 * min(fitted) and min(fitted) > 0.3, fitted
     assert stds["orthogonal"][-1] < 0.3 * stds["orthogonal"][0]
+
+
+def _saxe_groups(gaussian_deep_losses):
+    groups, details = {}, {}
+    curves = {
+        ("orthogonal", 4): [2.3, 2.1, 2.0, 1.9],
+        ("orthogonal", 64): [2.3, 2.06, 2.0, 1.8],
+        ("lecun_normal", 4): [2.3, 2.1, 2.04, 1.95],
+        ("lecun_normal", 64): gaussian_deep_losses,
+    }
+    for (spec, depth), losses in curves.items():
+        cell = Cell("mlp", depth, 128, "linear", "sgd", 0.001, 32)
+        name = f"{spec}{depth}"
+        groups[(cell, spec)] = [_entry(losses[0], losses[-1], run_dir=name)]
+        details[name] = {"history": {"step": [0, 64, 128, 192], "loss": losses}}
+    return groups, details
+
+
+def test_saxe2013_times_learning_by_the_steps_to_the_criterion():
+    finding = replications.judge_saxe2013(*_saxe_groups([2.4, 2.2, 2.15, 2.1]))
+    assert finding.reproduced
+    assert "4: 128 vs 128, 64: 128 vs never" in finding.sentence
+    assert finding.rows[3] == (
+        "64 layers, lecun_normal", "grows with depth", "not reached by 1 of 1 seeds"
+    )
+    same_speed = replications.judge_saxe2013(*_saxe_groups([2.3, 2.1, 2.04, 1.9]))
+    assert not same_speed.reproduced and "lecun_normal's do not grow" in same_speed.sentence
