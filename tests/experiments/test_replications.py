@@ -199,3 +199,34 @@ def test_saxe2013_times_learning_by_the_steps_to_the_criterion():
     )
     same_speed = replications.judge_saxe2013(*_saxe_groups([2.3, 2.1, 2.04, 1.9]))
     assert not same_speed.reproduced and "lecun_normal's do not grow" in same_speed.sentence
+
+
+def _glorot_groups(accuracies):
+    groups = {}
+    for (activation, spec), accuracy in accuracies.items():
+        cell = Cell("mlp", 5, 256, activation, "sgd", 0.01, 32)
+        groups[(cell, spec)] = [{**_entry(2.2, 2.0), "final_test_accuracy": accuracy}]
+    return groups
+
+
+TABLE1_LIKE = {
+    ("tanh", "standard_uniform"): 0.19,
+    ("tanh", "xavier_uniform"): 0.375,
+    ("softsign", "standard_uniform"): 0.26,
+    ("softsign", "xavier_uniform"): 0.37,
+    ("sigmoid", "standard_uniform"): 0.114,
+    ("sigmoid", "xavier_uniform"): 0.114,
+}
+
+
+def test_glorot2010_checks_table_1s_order_in_test_error():
+    finding = replications.judge_glorot2010(_glorot_groups(TABLE1_LIKE), {})
+    assert finding.reproduced, finding.sentence
+    assert finding.sentence.startswith(
+        "Reproduced: test error (%): tanh 81.0 standard vs 62.5 normalized (normalized better)"
+    )
+    assert ("tanh, xavier_uniform", "15.60% error", "62.50% error") in finding.rows
+    assert ("sigmoid, xavier_uniform", "–", "88.60% error") in finding.rows
+    sigmoid_trains = {**TABLE1_LIKE, ("sigmoid", "xavier_uniform"): 0.3}
+    partly = replications.judge_glorot2010(_glorot_groups(sigmoid_trains), {})
+    assert partly.sentence.startswith("Partly reproduced") and "not the worst" in partly.sentence
