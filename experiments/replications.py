@@ -460,3 +460,4 @@ GLOROT2010 = Replication(
     "only their order is compared",
     judge=judge_glorot2010,
 )
+
