@@ -176,9 +176,16 @@ def describe() -> str:
     for preset in PRESETS.values():
         settings = preset.settings or defaults
         lines = [f"{preset.name}: {preset.description}"]
-        lines += [f"    --{name}={_flag_value(value)}" for name, value in settings.items()]
+        lines += [_flag(name, value) for name, value in settings.items()]
         paragraphs.append("\n".join(lines))
     return "\n\n".join(paragraphs)
+
+
+def _flag(name: str, value: Any) -> str:
+    """The flag that sets `value`, as a user types it (`--depth=5`, `--nogroup_arms`)."""
+    if isinstance(value, bool):
+        return f"    --{'' if value else 'no'}{name}"
+    return f"    --{name}={_flag_value(value)}"
 
 
 def _flag_value(value: Any) -> str:
