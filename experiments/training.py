@@ -36,9 +36,10 @@ from experiments.data import Dataset
 from experiments.monitor import ArmLog, GroupMonitor
 from keras_inits import SignalHistograms
 
-# Batch size of the step-0 and per-epoch evaluations: the mean over the set does not
-# depend on it, and larger batches evaluate faster.
-EVALUATION_BATCH = 2048
+# Smallest batch of the step-0 and per-epoch evaluations: the mean over the set does not
+# depend on it, and batches below this evaluate slower; the training batch, when larger,
+# is known to fit in memory.
+EVALUATION_BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,8 +173,9 @@ def train_group(
     names = [log.name for log in logs]
 
     # Step 0, before any update.
-    train_logs = towers.split_logs(_evaluate(group, data.x_train, data.y_train, names), names)
-    test_logs = towers.split_logs(_evaluate(group, data.x_test, data.y_test, names), names)
+    batch = max(cell.batch_size, EVALUATION_BATCH)
+    train_logs = _evaluate(group, data.x_train, data.y_train, names, batch)
+    test_logs = _evaluate(group, data.x_test, data.y_test, names, batch)
     initial = []
     for log in logs:
         test = {f"val_{key}": value for key, value in test_logs[log.name].items()}
@@ -182,7 +184,7 @@ def train_group(
 
     monitor = GroupMonitor(logs, config.histogram_every)
     test_batches = towers.targets(
-        tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test)).batch(EVALUATION_BATCH),
+        tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test)).batch(batch),
         names,
     )
     started = time.perf_counter()
@@ -211,10 +213,14 @@ def train_group(
     return [RunResult(entry, details, fit_seconds) for entry, details in results]
 
 
-def _evaluate(group: keras.Model, x: Any, y: Any, names: Sequence[str]) -> dict[str, float]:
-    return group.evaluate(
-        x, {name: y for name in names}, batch_size=EVALUATION_BATCH, verbose=0, return_dict=True
+def _evaluate(
+    group: keras.Model, x: Any, y: Any, names: Sequence[str], batch: int
+) -> dict[str, dict[str, float]]:
+    """Each tower's loss and accuracy on (x, y), by tower name."""
+    logs = group.evaluate(
+        x, {name: y for name in names}, batch_size=batch, verbose=0, return_dict=True
     )
+    return towers.split_logs(logs, names)
 
 
 def _result(

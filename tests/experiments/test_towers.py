@@ -165,6 +165,13 @@ def test_split_logs_keeps_one_towers_entries():
     split = towers.split_logs(logs, ["arm0", "arm1", "arm10"])
     assert split["arm1"] == {"loss": 2.0, "val_accuracy": 0.5}
     assert split["arm10"] == {"loss": 9.0}
+    # The loss is the cross-entropy metric (a mean over examples), not Keras's per-output
+    # loss, which weighs a smaller last batch as much as a full one.
+    metric_logs = {"arm0_loss": 2.0, "arm0_cross_entropy": 2.1, "val_arm0_cross_entropy": 2.2,
+                   "arm1_cross_entropy": 1.0}
+    assert towers.split_logs(metric_logs, ["arm0", "arm1"])["arm0"] == {
+        "loss": 2.1, "val_loss": 2.2
+    }
     # A group of one is a single-output model: Keras does not prefix its logs.
     assert towers.split_logs({"loss": 1.0, "val_loss": 2.0}, ["arm0"]) == {
         "arm0": {"loss": 1.0, "val_loss": 2.0}
