@@ -43,6 +43,16 @@ class Replication:
     judge: Callable[[Groups, Mapping[str, dict]], Finding]
 
 
+def verdict(rows: list[tuple[str, str, str]], checks: Sequence[bool], sentence: str) -> Finding:
+    """The finding: reproduced when every check holds, partly when some do."""
+    passed = sum(bool(check) for check in checks)
+    word = (
+        "Reproduced" if passed == len(checks)
+        else "Partly reproduced" if passed else "Not reproduced"
+    )
+    return Finding(rows, passed == len(checks), f"{word}: {sentence}.")
+
+
 def relative_drop(entries: Sequence[dict[str, Any]]) -> float | None:
     """Mean over the seeds that did not diverge of (initial - final) / initial training loss;
     None when every seed diverged."""
@@ -119,8 +129,7 @@ def judge_he2015(groups: Groups, details: Mapping[str, dict]) -> Finding:
         )
         if None not in early:
             sentence += f" (loss after epoch 1: {early[1]:.3f} vs {early[0]:.3f})"
-    verdict = "Reproduced" if all(checks) else "Not reproduced"
-    return Finding(rows, all(checks), f"{verdict}: {sentence}.")
+    return verdict(rows, checks, sentence)
 
 
 def _percent(drop: float | None) -> str:
@@ -221,9 +230,7 @@ def judge_klambauer2017(groups: Groups, details: Mapping[str, dict]) -> Finding:
             for spec, members in others.items()
         )
     )
-    passed = sum(checks)
-    verdict = ("Not reproduced", "Partly reproduced", "Partly reproduced", "Reproduced")[passed]
-    return Finding(rows, passed == len(checks), f"{verdict}: {sentence}.")
+    return verdict(rows, checks, sentence)
 
 
 def _worse(entries: Sequence[dict[str, Any]], reference: float | None) -> bool:
@@ -299,8 +306,7 @@ def judge_mishkin2016(groups: Groups, details: Mapping[str, dict]) -> Finding:
         sentence += f"; {' and '.join(stalled)} stall{'s' * (len(stalled) == 1)}"
     if slower:
         sentence += f"; {' and '.join(slower)} train{'s' * (len(slower) == 1)} slower"
-    verdict = "Reproduced" if all(checks) else "Not reproduced"
-    return Finding(rows, all(checks), f"{verdict}: {sentence}.")
+    return verdict(rows, checks, sentence)
 
 
 def _loss(value: float | None) -> str:
@@ -376,8 +382,7 @@ def judge_saxe2013(groups: Groups, details: Mapping[str, dict]) -> Finding:
         f"{described}): orthogonal's {'stay flat' if flat else 'do not stay flat'}, "
         f"lecun_normal's {'grow' if grows else 'do not grow'} with depth"
     )
-    verdict = "Reproduced" if flat and grows else "Not reproduced"
-    return Finding(rows, flat and grows, f"{verdict}: {sentence}.")
+    return verdict(rows, [flat, grows], sentence)
 
 
 def _steps(value: float | None) -> str:
@@ -439,9 +444,7 @@ def judge_glorot2010(groups: Groups, details: Mapping[str, dict]) -> Finding:
         f"best {sigmoid:.1f} ({'the worst' if checks[2] else 'not the worst'}, the others at "
         f"most {others:.1f})"
     )
-    passed = sum(checks)
-    verdict = "Reproduced" if passed == 3 else "Partly reproduced" if passed else "Not reproduced"
-    return Finding(rows, passed == 3, f"{verdict}: {sentence}.")
+    return verdict(rows, checks, sentence)
 
 
 def _points(value: float | None) -> str:
