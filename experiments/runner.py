@@ -110,6 +110,10 @@ def compare(
     runs = all_runs(config)
     swept = config.swept()
     names = {key: run_name(key[0], key[2], swept, key[1]) for key in runs}
+    labels = {
+        key: f"run {number}/{len(runs)} {_describe(key, swept)}"
+        for number, key in enumerate(runs, start=1)
+    }
     if len(set(names.values())) < len(names):
         raise ExperimentError(
             f"Two initializer specs give the same run folder name: {config.initializers}."
@@ -121,8 +125,7 @@ def compare(
     for key in runs:
         if key in done:
             progress(
-                f"run {runs.index(key) + 1}/{len(runs)} {_describe(key, swept)}: already in "
-                "summary.json, skipped (--overwrite runs it again)"
+                f"{labels[key]}: already in summary.json, skipped (--overwrite runs it again)"
             )
     groups = plan(config, done)
     for number, group in enumerate(groups, start=1):
@@ -146,8 +149,7 @@ def compare(
         for arm, key, result in zip(arms, group.runs(), results, strict=True):
             (arm.run_dir / RUN_DETAILS).write_text(json.dumps(result.details) + "\n")
             done[key] = {**result.entry, "run_dir": arm.run_dir.name}
-            label = f"run {runs.index(key) + 1}/{len(runs)} {_describe(key, swept)}"
-            line = run_line(label, result, config, seconds)
+            line = run_line(labels[key], result, config, seconds)
             progress(f"\r{line}{LiveLine.CLEAR}" if live else line)
         summary.save(root, config, _ordered(done, runs))
 
@@ -264,7 +266,8 @@ def run_line(label: str, result: RunResult, config: ExperimentConfig, seconds: f
 
 def _ordered(done: dict, runs: list) -> list[dict[str, Any]]:
     planned = [done[key] for key in runs if key in done]
-    return planned + [entry for key, entry in done.items() if key not in set(runs)]
+    runs_set = set(runs)
+    return planned + [entry for key, entry in done.items() if key not in runs_set]
 
 
 def _load_details(root: Path, entries: list[dict[str, Any]]) -> dict[str, dict]:
