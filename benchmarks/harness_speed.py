@@ -92,9 +92,12 @@ def plain_keras(
             with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
                 model.fit(
                     training.training_batches(
-                        dataset.x_train, dataset.y_train, cell.batch_size, seed
+                        dataset.x_train, dataset.y_train, cell.batch_size, seed, settings.epochs
                     ),
                     epochs=settings.epochs,
+                    steps_per_epoch=training.batches_per_epoch(
+                        len(dataset.x_train), cell.batch_size
+                    ),
                     validation_data=(dataset.x_test, dataset.y_test),
                     callbacks=[
                         keras.callbacks.TensorBoard(

@@ -7,7 +7,7 @@ run, HParams and histograms, exactly as each would train alone (with
 
 Everything random is fixed by the seed and independent of the initializer:
 `keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow; the
-training batches come from a `tf.data` shuffle seeded with `seed`; each layer's
+training batches come in an order drawn from the seed and the epoch (`epoch_order`); each layer's
 kernel initializer is reseeded from `seed` and the layer's index (see
 `models.layer_seed`), or, for your own model and for kernels that need the
 fallback, `keras_inits.reinitialize` seeds each kernel from `seed` and its
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from experiments import hparams, models, towers
@@ -79,14 +80,34 @@ def run_name(initializer: str, cell: Cell, swept: Sequence[str], seed: int) -> s
     return "_".join([*slugs, f"seed{seed}"])
 
 
-def training_batches(x: Any, y: Any, batch_size: int, seed: int) -> tf.data.Dataset:
-    """Shuffled training batches whose order (every epoch's) depends on `seed` only."""
+def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The order of the `size` training examples in `epoch` (from 0): a permutation drawn
+    from (`seed`, `epoch`) alone."""
+    return np.random.default_rng((seed, epoch)).permutation(size)
+
+
+def training_batches(x: Any, y: Any, batch_size: int, seed: int, epochs: int) -> tf.data.Dataset:
+    """Every epoch's shuffled batches, one epoch after the other (fit it with
+    `steps_per_epoch=batches_per_epoch(len(x), batch_size)`).
+
+    Epoch e visits the examples in `epoch_order(len(x), seed, e)`. The order is
+    computed up front rather than by a `tf.data` shuffle, whose seed state a
+    distribution strategy does not preserve when it rebatches the dataset: this way
+    one device and several see the same global batches.
+    """
+    orders = np.stack([epoch_order(len(x), seed, epoch) for epoch in range(epochs)])
+    features, labels = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
     return (
-        tf.data.Dataset.from_tensor_slices((x, y))
-        .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        tf.data.Dataset.from_tensor_slices(orders.astype(np.int32))
+        .flat_map(lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+        .map(lambda batch: (tf.gather(features, batch), tf.gather(labels, batch)))
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def batches_per_epoch(size: int, batch_size: int) -> int:
+    """Steps in an epoch of `size` examples (the last batch may be smaller)."""
+    return math.ceil(size / batch_size)
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float) -> keras.optimizers.Optimizer:
@@ -116,7 +137,7 @@ def steps_per_execution(config: ExperimentConfig, cell: Cell, train_size: int) -
     """Steps per call of the train function: `towers.STEPS_PER_EXECUTION`, cut to divide
     `histogram_every` and the epoch's steps, so that snapshots land on their multiples
     exactly (a snapshot is taken between calls)."""
-    steps = math.gcd(towers.STEPS_PER_EXECUTION, math.ceil(train_size / cell.batch_size))
+    steps = math.gcd(towers.STEPS_PER_EXECUTION, batches_per_epoch(train_size, cell.batch_size))
     return math.gcd(steps, config.histogram_every) if config.histogram_every else steps
 
 
@@ -190,9 +211,11 @@ def train_group(
     started = time.perf_counter()
     group.fit(
         towers.targets(
-            training_batches(data.x_train, data.y_train, cell.batch_size, seed), names
+            training_batches(data.x_train, data.y_train, cell.batch_size, seed, config.epochs),
+            names,
         ),
         epochs=config.epochs,
+        steps_per_epoch=batches_per_epoch(len(data.x_train), cell.batch_size),
         validation_data=test_batches,
         callbacks=[monitor, *callbacks],
         shuffle=False,  # the dataset is already shuffled, reproducibly

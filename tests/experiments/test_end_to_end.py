@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from experiments import config, data, runner, summary, training
@@ -187,13 +188,29 @@ def test_training_batches_depend_on_the_seed_only():
     y = np.arange(40)
 
     def epochs(seed):
-        batches = training.training_batches(x, y, batch_size=8, seed=seed)
-        return [np.concatenate([b[1].numpy() for b in batches]) for _ in range(2)]
+        batches = training.training_batches(x, y, batch_size=8, seed=seed, epochs=2)
+        labels = np.concatenate([batch[1].numpy() for batch in batches])
+        assert np.array_equal(np.concatenate([batch[0].numpy()[:, 0] for batch in batches]), labels)
+        return labels.reshape(2, 40)
 
     first, again, other = epochs(3), epochs(3), epochs(4)
     np.testing.assert_array_equal(first, again)  # any initializer sees these batches
+    for order in first:  # every example once per epoch
+        np.testing.assert_array_equal(np.sort(order), y)
     assert not np.array_equal(first[0], first[1])  # reshuffled each epoch
     assert not np.array_equal(first[0], other[0])
+
+
+def test_training_batches_are_the_same_under_a_distribution_strategy():
+    """A strategy rebatches the dataset; a seeded tf.data shuffle loses its seed state
+    there, the order drawn up front does not."""
+    x = np.arange(64, dtype=np.float32)[:, None]
+    batches = training.training_batches(x, np.arange(64), batch_size=16, seed=0, epochs=2)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    distributed = strategy.experimental_distribute_dataset(batches)
+    seen = [np.sort(strategy.gather(batch[1], axis=0).numpy()) for batch in distributed]
+    expected = [np.sort(batch[1].numpy()) for batch in batches]
+    np.testing.assert_array_equal(seen, expected)
 
 
 def test_layers_get_distinct_seeds_even_when_the_spec_names_one():

@@ -10,7 +10,7 @@ import tensorflow as tf
 from experiments import config, models, runner, summary, towers
 from experiments.data import load
 from experiments.errors import ExperimentError
-from experiments.training import training_batches
+from experiments.training import batches_per_epoch, training_batches
 
 SPECS = ("xavier_normal", "random_normal(stddev=0.1)", "kaiming_uniform")
 TINY = dict(
@@ -41,9 +41,11 @@ def _arms(settings: config.ExperimentConfig, specs, data, seed=0):
 
 def _train(arms, data, optimizer="adam"):
     group = towers.build_group(arms, data.input_shape)
-    towers.compile_group(group, keras.optimizers.get(optimizer), steps_per_execution=4)
-    batches = training_batches(data.x_train, data.y_train, 32, seed=0)
-    group.fit(towers.targets(batches, group.output_names), epochs=2, verbose=0)
+    towers.compile_group(group, keras.optimizers.get(optimizer), steps_per_execution=5)
+    batches = training_batches(data.x_train, data.y_train, 32, seed=0, epochs=2)
+    steps = batches_per_epoch(len(data.x_train), 32)
+    targets = towers.targets(batches, group.output_names)
+    group.fit(targets, epochs=2, steps_per_epoch=steps, verbose=0)
     return group
 
 
@@ -132,7 +134,7 @@ def test_freeze_takes_a_tower_out_of_training(data):
     towers.freeze(group, "arm1")
     frozen = [w.numpy() for w in group.get_layer("arm1").weights]
     moving = [w.numpy() for w in group.get_layer("arm0").weights]
-    batches = training_batches(data.x_train, data.y_train, 32, seed=1)
+    batches = training_batches(data.x_train, data.y_train, 32, seed=1, epochs=1)
     group.fit(towers.targets(batches, group.output_names), epochs=1, verbose=0)
     for before, weight in zip(frozen, group.get_layer("arm1").weights, strict=True):
         np.testing.assert_array_equal(before, weight.numpy())
