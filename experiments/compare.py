@@ -50,6 +50,35 @@ flags.DEFINE_bool(
     "Train the arms of a cell and seed together, as towers of one compiled model (the same "
     "steps as alone, several times faster); --nogroup_arms trains one arm at a time.",
 )
+flags.DEFINE_enum(
+    "strategy",
+    "none",
+    config.STRATEGIES,
+    "mirrored: train each run with tf.distribute.MirroredStrategy over the local GPUs (or the "
+    "logical CPU devices), the same steps as on one device for the same global batch.",
+)
+flags.DEFINE_string(
+    "ray_address",
+    "",
+    "Run the comparison's groups of arms as tasks on a Ray cluster (pip install "
+    "'keras-inits[ray]'): auto (the cluster this machine belongs to), host:port, or local "
+    "(start one here). --logdir must be reachable by every node. Default: in this process.",
+)
+flags.DEFINE_float(
+    "cpus_per_task", None, "CPUs Ray reserves for each task (group of arms); default 1."
+)
+flags.DEFINE_float(
+    "gpus_per_task",
+    None,
+    "GPUs Ray reserves for each task; with --strategy=mirrored a task mirrors over them. "
+    "Default 0.",
+)
+flags.DEFINE_integer(
+    "task_retries",
+    None,
+    "Times Ray re-runs a task whose worker died before the task's runs are recorded as "
+    "failed; default 3.",
+)
 flags.DEFINE_integer(
     "verbose",
     0,
@@ -72,6 +101,7 @@ _SETTINGS = (
     "overwrite",
     "group_arms",
     "verbose",
+    *config.EXECUTION,
 )
 
 

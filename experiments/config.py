@@ -39,6 +39,12 @@ MAX_SEED = 2**31 - 1
 # Settings that change where and how verbosely results are written, not the results:
 # they never enter the derived experiment name.
 _LOGGING_FIELDS = ("preset", "logdir", "experiment", "overwrite", "verbose")
+# Settings that change where runs execute (devices, a Ray cluster), not their results:
+# they never enter the experiment name either, and a folder may be resumed with others.
+EXECUTION = ("strategy", "ray_address", "cpus_per_task", "gpus_per_task", "task_retries")
+# The execution settings that only apply with a Ray cluster.
+RAY_ONLY = ("cpus_per_task", "gpus_per_task", "task_retries")
+STRATEGIES = ("none", "mirrored")  # experiments.strategies; named here without TensorFlow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,13 +76,18 @@ class ExperimentConfig:
     experiment: str = ""
     overwrite: bool = False
     verbose: int = 0
+    strategy: str = "none"
+    ray_address: str = ""
+    cpus_per_task: float = 1.0
+    gpus_per_task: float = 0.0
+    task_retries: int = 3
 
     def results_settings(self) -> dict[str, Any]:
         """The settings that determine results (everything but where logs go)."""
         return {
             name: value
             for name, value in dataclasses.asdict(self).items()
-            if name not in _LOGGING_FIELDS
+            if name not in (*_LOGGING_FIELDS, *EXECUTION)
         }
 
     def cells(self) -> list[Cell]:
@@ -166,6 +177,12 @@ def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
             )
         config = without_architecture(config)
         base = without_architecture(base)
+    given = [f"--{name}" for name in RAY_ONLY if name in settings]
+    if given and not config.ray_address:
+        raise ExperimentError(
+            f"{', '.join(given)} only applies to runs on a Ray cluster; add --ray_address "
+            "(local, auto or host:port) or drop the flag."
+        )
     validate(config)
     if not config.experiment:
         config = dataclasses.replace(config, experiment=experiment_name(config, base))
@@ -294,3 +311,14 @@ def validate(config: ExperimentConfig) -> None:
         except (TypeError, ValueError):
             raise ExperimentError(f"Unknown Keras optimizer {optimizer!r}.") from None
     data.check_name(config.dataset)
+    if config.strategy not in STRATEGIES:
+        raise ExperimentError(
+            f"--strategy must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}."
+        )
+    if not config.cpus_per_task > 0 or not config.gpus_per_task >= 0:
+        raise ExperimentError(
+            f"--cpus_per_task must be > 0 and --gpus_per_task >= 0, got "
+            f"{config.cpus_per_task} and {config.gpus_per_task}."
+        )
+    if config.task_retries < 0:
+        raise ExperimentError(f"--task_retries must be >= 0, got {config.task_retries}.")

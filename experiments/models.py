@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 import keras_inits
+from experiments import strategies
 from experiments.errors import ExperimentError
 
 if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time either way
@@ -414,7 +415,8 @@ def initialize_run(
     """`initialize` with `cell`'s model settings for `data`, in a fresh Keras session seeded with
     `seed`: layer names count from scratch (dense, dense_1...) in every run, so every arm's
     TensorBoard tags and report rows name the same layers (the seed is set after, as
-    clearing the session forgets it).
+    clearing the session forgets it). Under `config.strategy` the model is built in the
+    strategy's scope.
 
     Raises:
         ExperimentError: one line, when the model cannot be built or `initializer`
@@ -422,6 +424,13 @@ def initialize_run(
     """
     keras.utils.clear_session(free_memory=False)
     keras.utils.set_random_seed(seed)
+    with strategies.scope(config.strategy):
+        return _initialize_run(config, cell, data, initializer=initializer, seed=seed)
+
+
+def _initialize_run(
+    config: ExperimentConfig, cell: Cell, data: Dataset, *, initializer: str, seed: int
+) -> Initialized:
     lsuv = lsuv_settings(initializer)
     try:
         initialized = initialize(

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from experiments.config import SWEPT, Cell, ExperimentConfig
+from experiments.config import EXECUTION, SWEPT, Cell, ExperimentConfig
 from experiments.errors import ExperimentError
 
 FIELDS = (
@@ -39,8 +39,8 @@ FIELDS = (
 JSON_NAME = "summary.json"
 CSV_NAME = "summary.csv"
 # Settings that may differ between invocations sharing a folder: they only add runs.
-# (group_arms changes how runs train together, not their results.)
-_RUN_AXES = ("initializers", "seeds", "group_arms", *SWEPT)
+# (group_arms and the EXECUTION settings change how runs train, not their results.)
+_RUN_AXES = ("initializers", "seeds", "group_arms", *EXECUTION, *SWEPT)
 
 
 def run_key(entry: dict[str, Any]) -> tuple[str, int, Cell]:

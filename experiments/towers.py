@@ -132,18 +132,26 @@ def freeze(group: keras.Model, name: str) -> None:
 
 class NonFiniteBatch(keras.metrics.Metric):
     """The 1-based batch, within the epoch, at which the predictions first held a NaN or an
-    infinity (0 while they are finite). Keras resets metrics at every epoch's start."""
+    infinity (0 while they are finite). Keras resets metrics at every epoch's start.
+
+    Under a distribution strategy every replica sees its share of each batch: the
+    replicas agree on whether a batch was bad (an all-reduce), so each holds the same
+    count, and the first replica's is the result."""
 
     def __init__(self, name: str = NONFINITE_BATCH, **kwargs: Any):
         super().__init__(name=name, **kwargs)
-        self.batches = self.add_variable(shape=(), initializer="zeros", name="batches")
-        self.first = self.add_variable(shape=(), initializer="zeros", name="first")
+        first_replica = dict(shape=(), initializer="zeros", aggregation="only_first_replica")
+        self.batches = self.add_variable(name="batches", **first_replica)
+        self.first = self.add_variable(name="first", **first_replica)
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         self.batches.assign_add(1.0)
         bad = keras.ops.logical_not(keras.ops.all(keras.ops.isfinite(y_pred)))
+        replicas = tf.distribute.get_replica_context()
+        if replicas is not None and replicas.num_replicas_in_sync > 1:
+            bad = replicas.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(bad, "float32")) > 0
         first_bad = keras.ops.logical_and(bad, keras.ops.equal(self.first, 0.0))
         self.first.assign(keras.ops.where(first_bad, self.batches, self.first))
 
     def result(self) -> Any:
-        return self.first
+        return keras.ops.cast(self.first, self.dtype)  # a tensor, as Keras's own metrics return

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from experiments import hparams, models, towers
+from experiments import hparams, models, strategies, towers
 from experiments.config import Cell, ExperimentConfig
 from experiments.data import Dataset
 from experiments.monitor import ArmLog, GroupMonitor
@@ -136,7 +136,10 @@ class Arm:
 def steps_per_execution(config: ExperimentConfig, cell: Cell, train_size: int) -> int:
     """Steps per call of the train function: `towers.STEPS_PER_EXECUTION`, cut to divide
     `histogram_every` and the epoch's steps, so that snapshots land on their multiples
-    exactly (a snapshot is taken between calls)."""
+    exactly (a snapshot is taken between calls). Under a distribution strategy, 1: Keras's
+    multi-step loop fails there (TF 2.21: "You must feed a value for placeholder tensor")."""
+    if config.strategy != "none":
+        return 1
     steps = math.gcd(towers.STEPS_PER_EXECUTION, batches_per_epoch(train_size, cell.batch_size))
     return math.gcd(steps, config.histogram_every) if config.histogram_every else steps
 
@@ -160,12 +163,13 @@ def train_group(
         models.initialize_run(config, cell, data, initializer=arm.initializer, seed=seed)
         for arm in arms
     ]
-    group = towers.build_group([b.model for b in built], data.input_shape)
-    towers.compile_group(
-        group,
-        make_optimizer(cell.optimizer, cell.learning_rate, config.momentum),
-        steps_per_execution(config, cell, len(data.x_train)),
-    )
+    with strategies.scope(config.strategy):
+        group = towers.build_group([b.model for b in built], data.input_shape)
+        towers.compile_group(
+            group,
+            make_optimizer(cell.optimizer, cell.learning_rate, config.momentum),
+            steps_per_execution(config, cell, len(data.x_train)),
+        )
     histograms_on = config.histogram_every > 0
     logs = []
     for arm, initialized in zip(arms, built, strict=True):

@@ -1,0 +1,94 @@
+"""--strategy=mirrored: two replicas (the two logical CPUs of conftest.py) take the steps one
+device takes for the same global batch."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from experiments import config, models, runner, strategies, towers
+from experiments.data import load
+from experiments.errors import ExperimentError
+
+TINY = dict(
+    initializers=("xavier_normal", "kaiming_uniform"),
+    depth=2,
+    width=16,
+    train_size=320,
+    test_size=64,
+    epochs=2,
+    batch_size=32,
+    seeds=(0,),
+    probe_size=32,
+    histogram_every=5,
+)
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    strategy = strategies.get("mirrored")
+    assert strategy.num_replicas_in_sync == 2  # else the tests below prove nothing
+    return strategy
+
+
+def test_every_replica_starts_from_the_single_device_weights(mirrored):
+    data = load("shapeset", 320, 64)
+    settings = config.resolve(**TINY)
+    cell = settings.cells()[0]
+    lone = models.initialize_run(settings, cell, data, initializer="xavier_normal", seed=0)
+    expected = [weight.numpy() for weight in lone.model.weights]
+    settings = config.resolve(**TINY, strategy="mirrored")
+    model = models.initialize_run(
+        settings, cell, data, initializer="xavier_normal", seed=0
+    ).model
+    for weight, single in zip(model.weights, expected, strict=True):
+        copies = mirrored.experimental_local_results(weight.value)
+        assert len(copies) == 2
+        for copy in copies:
+            np.testing.assert_array_equal(copy.numpy(), single)
+
+
+def test_a_mirrored_comparison_equals_the_single_device_one(tmp_path, mirrored):
+    results = {}
+    for strategy in ("none", "mirrored"):
+        settings = config.resolve(
+            **TINY, strategy=strategy, logdir=str(tmp_path / strategy), experiment="e"
+        )
+        entries = runner.compare(settings, progress=lambda _: None)
+        results[strategy] = {
+            entry["initializer"]: (
+                entry,
+                json.loads((tmp_path / strategy / "e" / entry["run_dir"] / "run.json").read_text()),
+            )
+            for entry in entries
+        }
+    for spec, (entry, details) in results["none"].items():
+        other, other_details = results["mirrored"][spec]
+        assert other["steps"] == entry["steps"] == 20
+        for field in ("initial_loss", "final_loss", "final_test_loss", "final_test_accuracy"):
+            np.testing.assert_allclose(other[field], entry[field], rtol=1e-5)
+        history, other_history = details["history"], other_details["history"]
+        for key, values in history.items():
+            np.testing.assert_allclose(other_history[key], values, rtol=1e-4, err_msg=key)
+        # and training moved the loss: equality is not of two untouched models
+        assert entry["final_loss"] < entry["initial_loss"] - 0.05
+
+
+def test_a_bad_batch_on_any_replica_is_found(mirrored):
+    with mirrored.scope():
+        metric = towers.NonFiniteBatch()
+    update = tf.function(lambda y_pred: mirrored.run(metric.update_state, args=(None, y_pred)))
+    good = np.ones((4, 3), "float32")
+    bad_on_the_second_replica = good.copy()
+    bad_on_the_second_replica[3, 1] = np.inf
+    for batch in (good, good, bad_on_the_second_replica, good):
+        dataset = tf.data.Dataset.from_tensors(batch)
+        (shards,) = mirrored.experimental_distribute_dataset(dataset)
+        update(shards)
+    assert float(metric.result()) == 3
+
+
+def test_an_unknown_strategy_is_refused():
+    with pytest.raises(ExperimentError, match="--strategy must be one of none, mirrored"):
+        config.resolve(strategy="multiworker")
