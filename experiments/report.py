@@ -41,6 +41,26 @@ _COLUMNS = (
 Groups = dict[tuple[Cell, str], list[dict[str, Any]]]
 
 
+def _failed_section(failed: Sequence[dict[str, Any]], swept: Sequence[str]) -> list[str]:
+    """The runs that did not finish and why; the same command trains them again."""
+    if not failed:
+        return []
+    lines = [
+        "## Failed runs",
+        "",
+        f"{len(failed)} of the runs did not finish and are left out below; running the same "
+        "command again trains only these.",
+        "",
+        "| " + " | ".join([*swept, "initializer", "seed", "reason"]) + " |",
+        "|" + "---|" * (len(swept) + 3),
+    ]
+    for entry in failed:
+        cells = [str(entry[name]) for name in swept]
+        cells += [f"`{entry['initializer']}`", str(entry["seed"]), entry["error"] or "unknown"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return [*lines, ""]
+
+
 def sweep_figure(setting: str) -> str:
     """The file name of the figure of the final loss against `setting`."""
     return f"sweep_{setting}.png"
@@ -109,8 +129,11 @@ def write(
 
     `chance` is the test accuracy of always predicting the test set's most frequent
     class (`Dataset.chance_accuracy`), shown next to the accuracies; `num_classes`
-    completes the sentence that explains it.
+    completes the sentence that explains it. Failed runs (their Ray task gave up) are
+    listed with their reasons and left out of everything else.
     """
+    failed = [entry for entry in entries if entry["status"] == "failed"]
+    entries = [entry for entry in entries if entry["status"] != "failed"]
     groups = group(entries, config)
     swept = swept_settings(groups, config)
     labels = {key: label_of(key[1], key[0], swept) for key in groups}
@@ -120,6 +143,7 @@ def write(
     lines = [
         f"# {config.experiment}: {_headline(groups, swept, len(entries))}",
         "",
+        *_failed_section(failed, swept),
         *_replication(config, groups, details),
         *_settings(config, swept),
         "",

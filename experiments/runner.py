@@ -7,9 +7,12 @@ anything. `plan` groups the runs: the initializers of one cell and seed train
 together (`training.train_group`), or one at a time with `config.group_arms`
 off. Runs whose entries already exist in `summary.json` are skipped (unless
 `config.overwrite`), the summary is rewritten after every group, and a diverged
-run is recorded without stopping the others. It reports one line per run when its
-group ends (`run 3/6 xavier_normal seed 0: epoch 8/8 loss 1.856 test acc 0.237
-(group of 6: 12.3 s)`); on a terminal a line per group is updated after every epoch.
+run is recorded without stopping the others. With `config.ray_address` the groups
+run as tasks on a Ray cluster (`experiments.cluster`); a run whose task failed is
+recorded as `failed` with the reason, and trained again by the next invocation.
+It reports one line per run when its group ends (`run 3/6 xavier_normal seed 0:
+epoch 8/8 loss 1.856 test acc 0.237 (group of 6: 12.3 s)`, with how many runs are
+left on Ray); on a terminal a line per group is updated after every epoch.
 """
 
 from __future__ import annotations
@@ -19,22 +22,22 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from experiments import cluster, hparams, models, report, summary
 from experiments import config as config_lib
 from experiments import data as data_lib
-from experiments import hparams, models, report, summary
 from experiments.config import Cell, ExperimentConfig
 from experiments.errors import ExperimentError
-from experiments.training import Arm, RunResult, run_name, train_group
+from experiments.training import RUN_DETAILS, Arm, RunResult, run_name, train_group
 
 RunKey = tuple[str, int, Cell]  # initializer spec, seed, cell
 
-RUN_DETAILS = "run.json"
+FAILED = "failed"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,7 @@ def compare(
         )
     _check_initializers_fit(config, data)
     live = progress is print and config.verbose == 0 and sys.stdout.isatty()
+    live = live and not config.ray_address  # Ray's tasks report when they end
     runs = all_runs(config)
     swept = config.swept()
     names = {key: run_name(key[0], key[2], swept, key[1]) for key in runs}
@@ -119,37 +123,40 @@ def compare(
             f"Two initializer specs give the same run folder name: {config.initializers}."
         )
     root.mkdir(parents=True, exist_ok=True)
+    if config.ray_address:
+        cluster.connect(config.ray_address, config.logdir)
     hparams.write_experiment(root, config, previous)
 
-    done = {summary.run_key(entry): entry for entry in previous}
+    # A failed run (Ray gave up on its task) is trained again.
+    done = {
+        summary.run_key(entry): entry for entry in previous if entry["status"] != FAILED
+    }
     for key in runs:
         if key in done:
             progress(
                 f"{labels[key]}: already in summary.json, skipped (--overwrite runs it again)"
             )
     groups = plan(config, done)
-    for number, group in enumerate(groups, start=1):
-        arms = [Arm(key[0], root / names[key]) for key in group.runs()]
-        for arm in arms:
-            # Leftovers of an interrupted or overwritten run would mix into its curves.
-            shutil.rmtree(arm.run_dir, ignore_errors=True)
-        settings = group.cell.describe(swept)
-        label = f"group {number}/{len(groups)} ({len(arms)} arm{'s' * (len(arms) > 1)}, "
-        label += f"{settings}, " * bool(settings) + f"seed {group.seed})"
-        started = time.perf_counter()
-        results = train_group(
-            config,
-            data,
-            cell=group.cell,
-            seed=group.seed,
-            arms=arms,
-            callbacks=[*callbacks, *([LiveLine(label, config.epochs)] if live else [])],
-        )
-        seconds = time.perf_counter() - started
-        for arm, key, result in zip(arms, group.runs(), results, strict=True):
-            (arm.run_dir / RUN_DETAILS).write_text(json.dumps(result.details) + "\n")
-            done[key] = {**result.entry, "run_dir": arm.run_dir.name}
-            line = run_line(labels[key], result, config, seconds)
+    work = [(group, [Arm(key[0], root / names[key]) for key in group.runs()]) for group in groups]
+    if config.ray_address:
+        if callbacks:
+            raise ExperimentError("Keras callbacks cannot be sent to Ray tasks; run in-process.")
+        outcomes = cluster.train_groups(config, data, work)
+    else:
+        outcomes = _train_here(config, data, work, swept, callbacks, live)
+    left = sum(len(group.initializers) for group in groups)
+    for outcome in outcomes:
+        keys = outcome.group.runs()
+        for key, result in zip(keys, outcome.results or [None] * len(keys), strict=True):
+            left -= 1
+            if result is None:
+                done[key] = failed_entry(key, outcome.error, len(outcome.group.initializers))
+                line = f"{labels[key]}: failed ({outcome.error})"
+            else:
+                done[key] = {**result.entry, "run_dir": names[key]}
+                line = run_line(labels[key], result, config, outcome.seconds)
+            if config.ray_address:  # tasks end in any order
+                line += f"; {left} to go" if left else "; all done"
             progress(f"\r{line}{LiveLine.CLEAR}" if live else line)
         summary.save(root, config, _ordered(done, runs))
 
@@ -165,6 +172,48 @@ def compare(
     )
     progress(f"results: {root / 'report.md'}; tensorboard --logdir {config.logdir}")
     return entries
+
+
+def _train_here(
+    config: ExperimentConfig,
+    data: data_lib.Dataset,
+    work: Sequence[tuple[Group, Sequence[Arm]]],
+    swept: Sequence[str],
+    callbacks: Sequence[keras.callbacks.Callback],
+    live: bool,
+) -> Iterator[cluster.Outcome]:
+    """Trains the groups one after the other in this process."""
+    for number, (group, arms) in enumerate(work, start=1):
+        settings = group.cell.describe(swept)
+        label = f"group {number}/{len(work)} ({len(arms)} arm{'s' * (len(arms) > 1)}, "
+        label += f"{settings}, " * bool(settings) + f"seed {group.seed})"
+        started = time.perf_counter()
+        results = train_group(
+            config,
+            data,
+            cell=group.cell,
+            seed=group.seed,
+            arms=arms,
+            callbacks=[*callbacks, *([LiveLine(label, config.epochs)] if live else [])],
+        )
+        yield cluster.Outcome(group, results, None, time.perf_counter() - started)
+
+
+def failed_entry(key: RunKey, error: str | None, group_size: int) -> dict[str, Any]:
+    """The summary entry of a run that did not finish: its key, status `failed`, the reason."""
+    initializer, seed, cell = key
+    missing = dict.fromkeys(summary.FIELDS)
+    return {
+        **missing,
+        "initializer": initializer,
+        "seed": seed,
+        **cell.values(),
+        "run_dir": None,
+        "status": FAILED,
+        "error": error,
+        "group_size": group_size,
+        "fallback_layers": [],
+    }
 
 
 def _describe(key: RunKey, swept: Sequence[str]) -> str:
@@ -274,6 +323,8 @@ def _load_details(root: Path, entries: list[dict[str, Any]]) -> dict[str, dict]:
     """Each run's `run.json`, by run folder; runs whose file is gone are left out."""
     details = {}
     for entry in entries:
+        if entry["run_dir"] is None:  # failed
+            continue
         path = root / entry["run_dir"] / RUN_DETAILS
         if path.exists():
             details[entry["run_dir"]] = json.loads(path.read_text())

@@ -35,6 +35,7 @@ FIELDS = (
     "final_test_accuracy",
     "diverged_at_step",
     "fallback_layers",
+    "error",
 )
 JSON_NAME = "summary.json"
 CSV_NAME = "summary.csv"

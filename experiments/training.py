@@ -20,8 +20,10 @@ model get the same automatic names in every run.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +39,8 @@ from experiments.data import Dataset
 from experiments.monitor import ArmLog, GroupMonitor
 from keras_inits import SignalHistograms
 
+# Each run folder's per-epoch history and layer profiles, for the report.
+RUN_DETAILS = "run.json"
 # Smallest batch of the step-0 and per-epoch evaluations: the mean over the set does not
 # depend on it, and batches below this evaluate slower; the training batch, when larger,
 # is known to fit in memory.
@@ -155,10 +159,14 @@ def train_group(
 ) -> list[RunResult]:
     """Trains the arms together and logs each to TensorBoard under its `run_dir`.
 
-    Logs at step 0 (before any update) each arm's evaluation on the train and test
-    sets and a probe snapshot (histograms too unless `config.histogram_every` is
-    0), then trains with one `model.fit`; `callbacks` are added to the fit.
+    Whatever an interrupted earlier run left in a `run_dir` is removed first (it would
+    mix into the curves). Logs at step 0 (before any update) each arm's evaluation on
+    the train and test sets and a probe snapshot (histograms too unless
+    `config.histogram_every` is 0), then trains with one `model.fit`; `callbacks` are
+    added to the fit. Each run's details are written to `run_dir/run.json` at the end.
     """
+    for arm in arms:
+        shutil.rmtree(arm.run_dir, ignore_errors=True)
     built = [
         models.initialize_run(config, cell, data, initializer=arm.initializer, seed=seed)
         for arm in arms
@@ -237,6 +245,8 @@ def train_group(
         results.append(
             _result(arm, cell, seed, initialized, log, step, first, final, monitor, config)
         )
+    for arm, (_, details) in zip(arms, results, strict=True):
+        (arm.run_dir / RUN_DETAILS).write_text(json.dumps(details) + "\n")
     return [RunResult(entry, details, fit_seconds) for entry, details in results]
 
 
