@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments import files
 from experiments.config import ExperimentConfig
 from experiments.errors import ExperimentError
 
@@ -117,7 +118,7 @@ def _check_listening(address: str, timeout: float = 10.0) -> None:
 def _check_logdir_reachable(ray: Any, logdir: str) -> None:
     """On more than one node: a file written here must be visible from every node."""
     nodes = [node for node in ray.nodes() if node["Alive"]]
-    if len(nodes) < 2:
+    if len(nodes) < 2 or files.is_uri(logdir):  # a URI names a file system every node reaches
         return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -169,6 +170,27 @@ def _use_cpus(cpus: float) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
         pass
+
+
+def _warm(cpus: float) -> None:
+    _use_cpus(cpus)
+    import experiments.training  # noqa: F401  (TensorFlow, Keras, the plugin)
+
+
+def warm_up(config: ExperimentConfig, groups: int) -> None:
+    """Has as many workers as will train at once (at most `groups`) import TensorFlow and
+    the harness now, while the driver loads data and checks the models: the import takes
+    seconds, and Ray gives the groups' tasks these same workers."""
+    ray = _ray()
+    resources = ray.cluster_resources()
+    slots = resources.get("CPU", 1) // config.cpus_per_task
+    if config.gpus_per_task:
+        slots = min(slots, resources.get("GPU", 0) // config.gpus_per_task)
+    warm = ray.remote(_warm).options(
+        num_cpus=config.cpus_per_task, num_gpus=config.gpus_per_task
+    )
+    for _ in range(int(max(1, min(slots, groups)))):
+        warm.remote(config.cpus_per_task)
 
 
 def train_task(

@@ -8,12 +8,12 @@ the metric's tag in the run's folder), so initializers compare side by side.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 
+from experiments import files
 from experiments.config import SWEPT, Cell, ExperimentConfig
 
 NO_FALLBACK = "none"  # the fallback hparam of a run whose initializer took every kernel
@@ -58,7 +58,7 @@ def _domain(
 
 
 def write_experiment(
-    root: Path, config: ExperimentConfig, entries: Sequence[dict[str, Any]] = ()
+    root: str, config: ExperimentConfig, entries: Sequence[dict[str, Any]] = ()
 ) -> None:
     """Writes the HParams config at the experiment root, replacing an earlier one.
 
@@ -68,9 +68,9 @@ def write_experiment(
     previous invocation's HParams config; they are removed so the dashboard does
     not merge two configs.
     """
-    for stale in root.glob("events.out.tfevents.*"):
-        stale.unlink()
-    writer = tf.summary.create_file_writer(str(root))
+    for stale in files.glob(files.join(root, "events.out.tfevents.*")):
+        files.remove(stale)
+    writer = tf.summary.create_file_writer(root)
     with writer.as_default():
         hp.hparams_config(
             hparams=list(_domain(config, entries).values()), metrics=list(METRICS)

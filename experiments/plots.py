@@ -11,12 +11,13 @@ from __future__ import annotations
 import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from experiments import files
 
 Groups = Mapping[str, Sequence[dict]]
 _MAX_HISTOGRAM_COLUMNS = 8  # deeper nets show evenly spaced layers, first and last included
@@ -48,7 +49,13 @@ def _band(axes, x: np.ndarray, rows: np.ndarray, label: str, color, style: str =
             axes.fill_between(x, np.nanmin(rows, 0), np.nanmax(rows, 0), color=color, alpha=0.2)
 
 
-def loss_curves(path: Path, groups: Groups) -> None:
+def _save(figure: Figure, path: str, dpi: int) -> None:
+    """Writes `figure` as a PNG through `experiments.files` (`--logdir` may be a URI)."""
+    with files.open_binary(path) as file:
+        figure.savefig(file, format="png", dpi=dpi)
+
+
+def loss_curves(path: str, groups: Groups) -> None:
     """Train (solid) and test (dashed) loss per epoch, epoch 0 being before any update."""
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     train_axes, test_axes = figure.subplots(1, 2, sharey=True)
@@ -64,10 +71,10 @@ def loss_curves(path: Path, groups: Groups) -> None:
         axes.grid(alpha=0.3)
     train_axes.set_ylabel("cross-entropy (gaps: diverged)")
     _legend(figure, test_axes, len(groups))
-    figure.savefig(path, dpi=110)
+    _save(figure, path, dpi=110)
 
 
-def depth_profiles(path: Path, groups: Groups) -> None:
+def depth_profiles(path: str, groups: Groups) -> None:
     """Per-layer activation std and back-propagated gradient std at step 0 and at the end.
 
     When the labels' layers differ (a depth sweep), the x axis is the layer's position
@@ -106,10 +113,10 @@ def depth_profiles(path: Path, groups: Groups) -> None:
                 axes.set_xlabel("layer (1 = first; each line ends at its output layer)")
     _legend(figure, grid[0, 1], len(groups))
     figure.suptitle("Per-layer statistics on the probe batch (log scale; zero std not drawn)")
-    figure.savefig(path, dpi=110)
+    _save(figure, path, dpi=110)
 
 
-def activation_histograms(path: Path, groups: Groups, moment: str) -> None:
+def activation_histograms(path: str, groups: Groups, moment: str) -> None:
     """Grid of activation histograms: one row per label, one column per layer.
 
     Drawn from each label's first run (first seed), as in Glorot & Bengio's Fig. 6.
@@ -145,11 +152,11 @@ def activation_histograms(path: Path, groups: Groups, moment: str) -> None:
                 axes.set_ylabel(_wrap(label), fontsize="x-small", rotation=0, ha="right")
     when = "at step 0" if moment == "initial" else "at the end of training"
     figure.suptitle(f"Activation histograms {when} (probe batch, first seed)")
-    figure.savefig(path, dpi=100)
+    _save(figure, path, dpi=100)
 
 
 def final_loss_sweep(
-    path: Path, setting: str, lines: Mapping[str, Sequence[dict[str, Any]]]
+    path: str, setting: str, lines: Mapping[str, Sequence[dict[str, Any]]]
 ) -> None:
     """Final training and test loss against the numeric swept `setting`, one line per label.
 
@@ -189,7 +196,7 @@ def final_loss_sweep(
     _legend(figure, test_axes, len(lines))
     left_out = "; diverged runs left out" if any_diverged else ""
     figure.suptitle(f"Final loss against {setting}{left_out}")
-    figure.savefig(path, dpi=110)
+    _save(figure, path, dpi=110)
 
 
 def _points(entries: Sequence[dict[str, Any]], setting: str, x: np.ndarray, key: str) -> np.ndarray:

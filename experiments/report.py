@@ -14,10 +14,9 @@ import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-from experiments import plots
+from experiments import files, plots
 from experiments.config import SWEPT, Cell, ExperimentConfig, is_own_model
 from experiments.presets import PRESETS
 
@@ -117,14 +116,14 @@ def swept_settings(groups: Groups, config: ExperimentConfig) -> tuple[str, ...]:
 
 
 def write(
-    root: Path,
+    root: str,
     config: ExperimentConfig,
     entries: Sequence[dict[str, Any]],
     details: dict[str, dict],
     *,
     chance: float | None = None,
     num_classes: int | None = None,
-) -> Path:
+) -> str:
     """Writes `report.md` and its PNGs into `root`; `details` maps run_dir -> run.json.
 
     `chance` is the test accuracy of always predicting the test set's most frequent
@@ -171,19 +170,19 @@ def write(
     lines += [
         "## TensorBoard",
         "",
-        f"`tensorboard --logdir {Path(config.logdir) / config.experiment}`: Scalars (loss, "
+        f"`tensorboard --logdir {files.join(config.logdir, config.experiment)}`: Scalars (loss, "
         "accuracy, per-layer activation std, saturation and gradient std), Histograms and "
         "Distributions (`activations/`, `activation_gradients/`, `weight_gradients/`, "
         "`weights/` per layer), HParams (one row per run with its final metrics).",
         "",
     ]
-    path = root / REPORT_NAME
-    path.write_text("\n".join(lines))
+    path = files.join(root, REPORT_NAME)
+    files.write_text(path, "\n".join(lines))
     return path
 
 
 def _figures(
-    root: Path,
+    root: str,
     groups: Groups,
     labels: dict[tuple[Cell, str], str],
     details: dict[str, dict],
@@ -197,7 +196,7 @@ def _figures(
     }
     runs = {label: found for label, found in runs.items() if found}
     if runs:
-        plots.loss_curves(root / "loss_curves.png", runs)
+        plots.loss_curves(files.join(root, "loss_curves.png"), runs)
         figures.append(("loss_curves.png", FIGURES["loss_curves.png"]))
     for setting in swept:
         values = {entry[setting] for members in groups.values() for entry in members}
@@ -207,13 +206,13 @@ def _figures(
         lines: dict[str, list[dict[str, Any]]] = {}
         for (cell, initializer), members in groups.items():
             lines.setdefault(label_of(initializer, cell, others), []).extend(members)
-        plots.final_loss_sweep(root / sweep_figure(setting), setting, lines)
+        plots.final_loss_sweep(files.join(root, sweep_figure(setting)), setting, lines)
         figures.append((sweep_figure(setting), f"Final loss against {setting}"))
     if runs:
-        plots.depth_profiles(root / "depth_profiles.png", runs)
+        plots.depth_profiles(files.join(root, "depth_profiles.png"), runs)
         for moment in ("initial", "final"):
             name = f"activation_histograms_{moment}.png"
-            plots.activation_histograms(root / name, runs, moment)
+            plots.activation_histograms(files.join(root, name), runs, moment)
         figures += [(name, title) for name, title in FIGURES.items() if name != "loss_curves.png"]
     return figures
 
@@ -327,9 +326,9 @@ def _identical_models(config: ExperimentConfig, swept: Sequence[str]) -> list[st
     common = (
         f"{within}, every run trains the same architecture on the same examples, in the "
         "same order, with the same randomness; only the kernel initializer differs. "
-        "`keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow; the training "
-        "batches come from a `tf.data` shuffle seeded with the run's seed; biases start at "
-        "zero; "
+        "`keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow; each "
+        "epoch's order of the training examples is a permutation drawn from the run's seed "
+        "and the epoch; biases start at zero; "
     )
     reinitialized = (
         "`keras_inits.reinitialize(model, spec, seed=seed, fallback=fallback)` draws each "

@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
+import tensorflow as tf
 
-from experiments import cluster, hparams, models, report, summary
+from experiments import cluster, files, hparams, models, report, summary
 from experiments import config as config_lib
 from experiments import data as data_lib
 from experiments.config import Cell, ExperimentConfig
@@ -98,10 +97,13 @@ def compare(
         ExperimentError: bad settings or unloadable data, before any training.
     """
     config_lib.validate(config)
-    root = Path(config.logdir) / config.experiment
+    root = files.join(config.logdir, config.experiment)
     if config.overwrite:
         _remove_earlier_runs(root)
     previous = summary.load(root, config)
+    if config.ray_address:  # first: workers warm up while the data loads and models build
+        cluster.connect(config.ray_address, config.logdir)
+        cluster.warm_up(config, len(plan(config, _finished(previous))))
     data = data_lib.load(config.dataset, config.train_size, config.test_size)
     if "cnn" in config.model and len(data.input_shape) != 3:
         raise ExperimentError(
@@ -122,22 +124,20 @@ def compare(
         raise ExperimentError(
             f"Two initializer specs give the same run folder name: {config.initializers}."
         )
-    root.mkdir(parents=True, exist_ok=True)
-    if config.ray_address:
-        cluster.connect(config.ray_address, config.logdir)
+    files.makedirs(root)
     hparams.write_experiment(root, config, previous)
 
-    # A failed run (Ray gave up on its task) is trained again.
-    done = {
-        summary.run_key(entry): entry for entry in previous if entry["status"] != FAILED
-    }
+    done = _finished(previous)
     for key in runs:
         if key in done:
             progress(
                 f"{labels[key]}: already in summary.json, skipped (--overwrite runs it again)"
             )
     groups = plan(config, done)
-    work = [(group, [Arm(key[0], root / names[key]) for key in group.runs()]) for group in groups]
+    work = [
+        (group, [Arm(key[0], files.join(root, names[key])) for key in group.runs()])
+        for group in groups
+    ]
     if config.ray_address:
         if callbacks:
             raise ExperimentError("Keras callbacks cannot be sent to Ray tasks; run in-process.")
@@ -170,8 +170,15 @@ def compare(
         chance=data.chance_accuracy,
         num_classes=data.num_classes,
     )
-    progress(f"results: {root / 'report.md'}; tensorboard --logdir {config.logdir}")
+    results = files.join(root, report.REPORT_NAME)
+    progress(f"results: {results}; tensorboard --logdir {config.logdir}")
     return entries
+
+
+def _finished(entries: Sequence[dict[str, Any]]) -> dict[RunKey, dict[str, Any]]:
+    """The runs that need no training, by key: all but those that failed (Ray gave up on
+    their task), which are trained again."""
+    return {summary.run_key(entry): entry for entry in entries if entry["status"] != FAILED}
 
 
 def _train_here(
@@ -223,25 +230,28 @@ def _describe(key: RunKey, swept: Sequence[str]) -> str:
     return " ".join(part for part in (initializer, settings, f"seed {seed}") if part)
 
 
-def _remove_earlier_runs(root: Path) -> None:
+def _remove_earlier_runs(root: str) -> None:
     """For --overwrite: deletes the run folders and results an earlier invocation wrote.
 
     Only what that invocation's summary.json names (and the files the harness
     writes at the root) is removed, never the folder as a whole: --logdir and
     --experiment may point anywhere.
     """
-    path = root / summary.JSON_NAME
+    path = files.join(root, summary.JSON_NAME)
     try:
-        runs = json.loads(path.read_text())["runs"] if path.exists() else []
+        runs = json.loads(files.read_text(path))["runs"] if files.exists(path) else []
         run_dirs = [entry["run_dir"] for entry in runs]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, tf.errors.OpError, ValueError, KeyError, TypeError):
         run_dirs = []  # unreadable: nothing to trust; its folders stay
     for name in run_dirs:
-        run_dir = root / name
-        if run_dir.parent == root and (run_dir / RUN_DETAILS).exists():
-            shutil.rmtree(run_dir)
-    for result in (summary.JSON_NAME, summary.CSV_NAME, "report.md"):
-        (root / result).unlink(missing_ok=True)
+        # Only folders directly under root that hold a run's details (a failed run has none).
+        if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+            continue
+        run_dir = files.join(root, name)
+        if files.exists(files.join(run_dir, RUN_DETAILS)):
+            files.remove_tree(run_dir)
+    for result in (summary.JSON_NAME, summary.CSV_NAME, report.REPORT_NAME):
+        files.remove(files.join(root, result))
 
 
 def _check_initializers_fit(config: ExperimentConfig, data: data_lib.Dataset) -> None:
@@ -319,13 +329,13 @@ def _ordered(done: dict, runs: list) -> list[dict[str, Any]]:
     return planned + [entry for key, entry in done.items() if key not in runs_set]
 
 
-def _load_details(root: Path, entries: list[dict[str, Any]]) -> dict[str, dict]:
+def _load_details(root: str, entries: list[dict[str, Any]]) -> dict[str, dict]:
     """Each run's `run.json`, by run folder; runs whose file is gone are left out."""
     details = {}
     for entry in entries:
         if entry["run_dir"] is None:  # failed
             continue
-        path = root / entry["run_dir"] / RUN_DETAILS
-        if path.exists():
-            details[entry["run_dir"]] = json.loads(path.read_text())
+        path = files.join(root, entry["run_dir"], RUN_DETAILS)
+        if files.exists(path):
+            details[entry["run_dir"]] = json.loads(files.read_text(path))
     return details

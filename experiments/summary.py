@@ -1,6 +1,6 @@
 """`summary.json` and `summary.csv`: one entry per finished run, rewritten after every run.
 
-Writes are atomic (a temporary file renamed over the old one), so an
+Writes are atomic (a temporary file renamed over the old one; `files.write_text`), so an
 interrupted comparison leaves a readable summary of the runs that finished,
 and a re-run with the same settings skips exactly those.
 """
@@ -11,11 +11,11 @@ import csv
 import dataclasses
 import io
 import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
+import tensorflow as tf
+
+from experiments import files
 from experiments.config import EXECUTION, SWEPT, Cell, ExperimentConfig
 from experiments.errors import ExperimentError
 
@@ -58,20 +58,20 @@ def flags_of(config: ExperimentConfig) -> dict[str, Any]:
     }
 
 
-def load(root: Path, config: ExperimentConfig) -> list[dict[str, Any]]:
+def load(root: str, config: ExperimentConfig) -> list[dict[str, Any]]:
     """Entries of runs already finished under `root` with settings compatible with `config`.
 
     Raises:
         ExperimentError: the folder holds runs trained with other settings (say
             another depth): mixing them would make the comparison meaningless.
     """
-    path = root / JSON_NAME
-    if not path.exists():
+    path = files.join(root, JSON_NAME)
+    if not files.exists(path):
         return []
     try:
-        stored = json.loads(path.read_text())
+        stored = json.loads(files.read_text(path))
         runs, stored_flags = stored["runs"], stored["flags"]
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, tf.errors.OpError, ValueError, KeyError) as error:
         raise ExperimentError(
             f"Cannot read {path} ({error}); pass --overwrite to start the experiment again."
         ) from None
@@ -98,10 +98,10 @@ def load(root: Path, config: ExperimentConfig) -> list[dict[str, Any]]:
     return runs
 
 
-def save(root: Path, config: ExperimentConfig, entries: list[dict[str, Any]]) -> None:
+def save(root: str, config: ExperimentConfig, entries: list[dict[str, Any]]) -> None:
     """Writes `summary.json` (flags and entries) and `summary.csv` (entries) atomically."""
     document = {"experiment": config.experiment, "flags": flags_of(config), "runs": entries}
-    _write_atomic(root / JSON_NAME, json.dumps(document, indent=2) + "\n")
+    files.write_text(files.join(root, JSON_NAME), json.dumps(document, indent=2) + "\n")
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=FIELDS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -110,15 +110,5 @@ def save(root: Path, config: ExperimentConfig, entries: list[dict[str, Any]]) ->
         {key: " ".join(value) if isinstance(value, list) else value for key, value in e.items()}
         for e in entries
     )
-    _write_atomic(root / CSV_NAME, table.getvalue())
+    files.write_text(files.join(root, CSV_NAME), table.getvalue())
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

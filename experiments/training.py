@@ -22,18 +22,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
-import shutil
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from experiments import hparams, models, strategies, towers
+from experiments import files, hparams, models, strategies, towers
 from experiments.config import Cell, ExperimentConfig
 from experiments.data import Dataset
 from experiments.monitor import ArmLog, GroupMonitor
@@ -134,7 +133,7 @@ class Arm:
     """One run of a group: its initializer spec and its TensorBoard run folder."""
 
     initializer: str
-    run_dir: Path
+    run_dir: str
 
 
 def steps_per_execution(config: ExperimentConfig, cell: Cell, train_size: int) -> int:
@@ -166,7 +165,7 @@ def train_group(
     added to the fit. Each run's details are written to `run_dir/run.json` at the end.
     """
     for arm in arms:
-        shutil.rmtree(arm.run_dir, ignore_errors=True)
+        files.remove_tree(arm.run_dir)
     built = [
         models.initialize_run(config, cell, data, initializer=arm.initializer, seed=seed)
         for arm in arms
@@ -197,7 +196,7 @@ def train_group(
             signals.writer,
             config,
             cell,
-            run_name=arm.run_dir.name,
+            run_name=os.path.basename(arm.run_dir),
             initializer=arm.initializer,
             seed=seed,
             fallback=config.fallback_initializer if initialized.fallback_layers else None,
@@ -246,7 +245,7 @@ def train_group(
             _result(arm, cell, seed, initialized, log, step, first, final, monitor, config)
         )
     for arm, (_, details) in zip(arms, results, strict=True):
-        (arm.run_dir / RUN_DETAILS).write_text(json.dumps(details) + "\n")
+        files.write_text(files.join(arm.run_dir, RUN_DETAILS), json.dumps(details) + "\n")
     return [RunResult(entry, details, fit_seconds) for entry, details in results]
 
 
@@ -293,6 +292,7 @@ def _result(
         "final_test_accuracy": history["test_accuracy"][-1],
         "diverged_at_step": log.diverged_at_step,
         "fallback_layers": fallback_layers,
+        "error": None,  # see runner.failed_entry
     }
     details = {
         "layers": initial.layers,

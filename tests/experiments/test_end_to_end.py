@@ -153,6 +153,30 @@ def test_an_interrupted_comparison_resumes_with_the_missing_run_only(finished, t
     assert again[1]["final_loss"] == pytest.approx(entries[1]["final_loss"], rel=1e-6)
 
 
+def test_a_logdir_uri_gets_everything_through_tensorflows_file_systems(finished):
+    """`ram://` is a file system of TensorFlow's (in this process's memory): a comparison
+    written there, as to gs://, has its summary, run details, report, figures and events,
+    and resumes; nothing lands on the local disk under that name."""
+    settings, entries, _ = finished
+    uri = dataclasses.replace(settings, logdir="ram://logs")
+    again = runner.compare(uri, progress=lambda _: None)
+    for mine, local in zip(again, entries, strict=True):
+        assert mine["final_loss"] == pytest.approx(local["final_loss"], rel=1e-6)
+    root = f"ram://logs/{settings.experiment}"
+    stored = json.loads(tf.io.gfile.GFile(f"{root}/summary.json").read())
+    assert [entry["run_dir"] for entry in stored["runs"]] == [e["run_dir"] for e in entries]
+    for entry in entries:
+        run = f"{root}/{entry['run_dir']}"
+        assert json.loads(tf.io.gfile.GFile(f"{run}/run.json").read())["history"]["step"]
+        assert tf.io.gfile.glob(f"{run}/events.out.tfevents.*")
+    assert "## Results" in tf.io.gfile.GFile(f"{root}/report.md").read()
+    assert tf.io.gfile.GFile(f"{root}/loss_curves.png", "rb").read()[:4] == b"\x89PNG"
+    lines = []
+    runner.compare(uri, progress=lines.append)
+    assert sum("already in summary.json" in line for line in lines) == len(entries)
+    assert not Path("ram:").exists()
+
+
 def test_overwrite_removes_the_earlier_runs_folders(tmp_path):
     first = config.resolve(
         initializers=("xavier_normal", "zeros"), logdir=str(tmp_path), experiment="x",

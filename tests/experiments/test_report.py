@@ -3,6 +3,7 @@ means over the seeds that did not diverge, the final-loss-against-depth figure, 
 entries of older summaries that lack the swept settings' fields."""
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -102,7 +103,7 @@ def depth_sweep(tmp_path_factory):
     }
     root = tmp_path_factory.mktemp("depth_sweep")
     path = report.write(root, settings, entries, details, chance=0.25, num_classes=4)
-    return root, path.read_text(), entries
+    return root, Path(path).read_text(), entries
 
 
 def test_sweep_tables_have_a_column_per_swept_setting_and_means_over_ok_seeds(depth_sweep):
@@ -155,7 +156,7 @@ def test_lesson_report_without_sweeps_and_entries_of_older_summaries(tmp_path):
         entries.append(entry)
     entries[1]["fallback_layers"] = ["output"]
     details = {entry["run_dir"]: _details(5) for entry in entries}
-    text = report.write(tmp_path, settings, entries, details).read_text()
+    text = Path(report.write(str(tmp_path), settings, entries, details)).read_text()
 
     header, rows = _rows(text, "| initializer | runs |")
     assert header[:3] == ["initializer", "runs", "diverged"]
