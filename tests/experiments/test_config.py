@@ -52,6 +52,8 @@ def test_experiment_name_comes_from_changed_settings_not_the_clock():
     specs = config.resolve(initializers=("random_uniform(minval=-1, maxval=1)",))
     assert specs.experiment.startswith("lesson-initializers=") and "(" not in specs.experiment
     assert config.resolve(experiment="mine").experiment == "mine"
+    # Where runs execute does not change their results, so not the folder either.
+    assert config.resolve(strategy="mirrored", ray_address="auto").experiment == "lesson"
 
 
 @pytest.mark.parametrize(
@@ -73,6 +75,9 @@ def test_experiment_name_comes_from_changed_settings_not_the_clock():
         ("lesson", {"seeds": (2**32,)}, r"--seeds must be integers in \[0, 2147483647\]"),
         ("lesson", {"dataset": "imagenet"}, "Unknown dataset 'imagenet'"),
         ("lesson", {"dataset": "npz:/no/such/file.npz"}, "Cannot read npz dataset"),
+        ("lesson", {"ray_address": "auto", "cpus_per_task": 0}, "--cpus_per_task must be > 0"),
+        ("lesson", {"ray_address": "auto", "task_retries": -1}, "--task_retries must be >= 0"),
+        ("lesson", {"gpus_per_task": 1}, "--gpus_per_task only applies to runs on a Ray"),
     ],
 )
 def test_bad_settings_raise_one_line_errors(preset, settings, message):

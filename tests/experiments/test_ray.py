@@ -89,6 +89,13 @@ def test_a_comparison_on_ray_equals_the_in_process_one(ray_address, in_process, 
     assert "## Failed runs" not in (root / "report.md").read_text()
 
 
+def test_ray_tasks_train_under_a_distribution_strategy(ray_address, in_process, tmp_path):
+    """--strategy and --ray_address combine: each task mirrors over the devices Ray gave it
+    (here one CPU: one replica)."""
+    settings = _settings(tmp_path, ray_address=ray_address, strategy="mirrored")
+    assert_same_results(runner.compare(settings, progress=lambda _: None), in_process)
+
+
 def _kill_a_task(timeout: float = 120) -> int:
     """SIGKILLs the first worker process found running a training task; returns its pid."""
     deadline = time.monotonic() + timeout
