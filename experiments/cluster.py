@@ -68,24 +68,44 @@ def _ray() -> Any:
     return ray
 
 
-def connect(address: str, logdir: str) -> None:
-    """Joins the Ray cluster at `address` (`local` starts one on this machine, `auto`
-    finds the one this machine belongs to) and checks that every node sees `logdir`.
+def shared_logdir(logdir: str) -> str:
+    """`logdir` as every task names it: a URI as it is, a local path made absolute (a
+    worker's working directory is not the driver's).
 
     Raises:
-        ExperimentError: Ray is missing, the cluster cannot be reached, or some node
-            cannot see `logdir`.
+        ExperimentError: `ram://`, a file system inside one process.
+    """
+    if logdir.startswith("ram://"):
+        raise ExperimentError(
+            f"--logdir={logdir} lives in this process's memory, which Ray's workers cannot "
+            "reach; give a shared folder or a URI such as gs://bucket/logs."
+        )
+    if logdir.startswith("file://"):
+        logdir = logdir[len("file://") :]
+    return logdir if files.is_uri(logdir) else os.path.abspath(logdir)
+
+
+def connect(config: ExperimentConfig) -> None:
+    """Joins the Ray cluster at `config.ray_address` (`local` starts one on this machine,
+    `auto` finds the one this machine belongs to), checks that some node can run a task
+    of `--cpus_per_task` and `--gpus_per_task`, and that every node sees the logdir
+    (made absolute by `shared_logdir`). The driver's TensorFlow takes GPU memory only as
+    it needs it (it only builds models to check them; the tasks need the memory).
+
+    Raises:
+        ExperimentError: Ray is missing, the cluster cannot be reached, no node fits a
+            task, or some node cannot see the logdir.
     """
     ray = _ray()
     if ray.is_initialized():
         ray.shutdown()
-    _check_listening(address)
+    _check_listening(config.ray_address)
     options: dict[str, Any] = {}
-    if address == "local":  # a new cluster: the dashboard is not needed
+    if config.ray_address == "local":  # a new cluster: the dashboard is not needed
         options["include_dashboard"] = False
     try:
         ray.init(
-            address=address,
+            address=config.ray_address,
             runtime_env={"env_vars": WORKER_ENV},
             # Workers' own logs (TensorFlow's start-up lines) stay in Ray's session
             # folder; the driver prints one line per run.
@@ -95,9 +115,38 @@ def connect(address: str, logdir: str) -> None:
         )
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ExperimentError(
-            f"Cannot reach the Ray cluster at --ray_address={address}: {_first_line(error)}"
+            f"Cannot reach the Ray cluster at --ray_address={config.ray_address}: "
+            f"{_first_line(error)}"
         ) from None
-    _check_logdir_reachable(ray, logdir)
+    try:
+        _check_task_fits(ray, config)
+        _check_logdir_reachable(ray, config.logdir)
+    except BaseException:
+        ray.shutdown()
+        raise
+    _grow_gpu_memory()
+
+
+def disconnect() -> None:
+    """Leaves the cluster (and stops it, if `connect` started it for `local`)."""
+    _ray().shutdown()
+
+
+def _check_task_fits(ray: Any, config: ExperimentConfig) -> None:
+    """Ray would wait forever for a node that can run the task: say so instead."""
+    wanted = {"CPU": config.cpus_per_task, "GPU": config.gpus_per_task}
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    if any(all(node.get(name, 0) >= amount for name, amount in wanted.items()) for node in nodes):
+        return
+    largest = max(
+        nodes, key=lambda node: (node.get("GPU", 0), node.get("CPU", 0)), default={}
+    )
+    raise ExperimentError(
+        f"No node of the Ray cluster can give one task --cpus_per_task="
+        f"{config.cpus_per_task:g} CPUs and --gpus_per_task={config.gpus_per_task:g} GPUs (the "
+        f"largest has {largest.get('CPU', 0):g} CPUs and {largest.get('GPU', 0):g} GPUs); ask "
+        "for less."
+    )
 
 
 def _check_listening(address: str, timeout: float = 10.0) -> None:
@@ -122,9 +171,12 @@ def _check_logdir_reachable(ray: Any, logdir: str) -> None:
         return
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    Path(logdir).mkdir(parents=True, exist_ok=True)
-    marker = Path(logdir).resolve() / f".keras-inits-reachable-{uuid.uuid4().hex}"
-    marker.write_text("")
+    marker = Path(logdir) / f".keras-inits-reachable-{uuid.uuid4().hex}"
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("")
+    except OSError as error:
+        raise ExperimentError(f"Cannot write into --logdir={logdir}: {error}") from None
     try:
         look = ray.remote(num_cpus=0)(os.path.exists)
         seen = ray.get(
@@ -158,18 +210,28 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _grow_gpu_memory() -> None:
+    """TensorFlow reserves a GPU's whole memory on first use; this makes it take what it
+    needs, so tasks sharing a GPU (`--gpus_per_task` below 1, or the driver's checks)
+    do not starve each other. Possible only before TensorFlow starts."""
+    import tensorflow as tf
+
+    with contextlib.suppress(RuntimeError):
+        for gpu in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(gpu, True)
+
+
 def _use_cpus(cpus: float) -> None:
     """Sizes TensorFlow's thread pools to the task's CPUs, so tasks sharing a node do not
-    oversubscribe it (possible only before TensorFlow starts; a reused worker already
-    has the same size)."""
+    oversubscribe it; GPU memory as in `_grow_gpu_memory`. Possible only before
+    TensorFlow starts; a reused worker already has the same settings."""
     import tensorflow as tf
 
     threads = max(1, int(cpus))
-    try:
+    with contextlib.suppress(RuntimeError):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        pass
+    _grow_gpu_memory()
 
 
 def _warm(cpus: float) -> None:
@@ -180,15 +242,13 @@ def _warm(cpus: float) -> None:
 def warm_up(config: ExperimentConfig, groups: int) -> None:
     """Has as many workers as will train at once (at most `groups`) import TensorFlow and
     the harness now, while the driver loads data and checks the models: the import takes
-    seconds, and Ray gives the groups' tasks these same workers."""
-    ray = _ray()
-    resources = ray.cluster_resources()
-    slots = resources.get("CPU", 1) // config.cpus_per_task
+    seconds, and Ray gives the groups' tasks these same workers. Not for GPU tasks, whose
+    workers Ray starts afresh for every task."""
     if config.gpus_per_task:
-        slots = min(slots, resources.get("GPU", 0) // config.gpus_per_task)
-    warm = ray.remote(_warm).options(
-        num_cpus=config.cpus_per_task, num_gpus=config.gpus_per_task
-    )
+        return
+    ray = _ray()
+    slots = ray.cluster_resources().get("CPU", 1) // config.cpus_per_task
+    warm = ray.remote(_warm).options(num_cpus=config.cpus_per_task)
     for _ in range(int(max(1, min(slots, groups)))):
         warm.remote(config.cpus_per_task)
 
@@ -216,7 +276,12 @@ def train_groups(
         max_retries=config.task_retries,
         retry_exceptions=False,  # a bug or a bad setting fails the same way again
     )
-    shared = ray.put(data)
+    try:
+        shared = ray.put(data)
+    except ray.exceptions.RayError as error:
+        raise ExperimentError(
+            f"Cannot put the dataset into Ray's object store: {_first_line(error)}"
+        ) from None
     pending = {
         task.remote(config, shared, group, list(arms)): (group, time.perf_counter())
         for group, arms in work
@@ -232,7 +297,7 @@ def train_groups(
         except ray.exceptions.RayError as error:
             # The worker or its node died on every try.
             attempts = config.task_retries + 1
-            reason = f"{type(error).__name__} ({attempts} attempts): {_first_line(error)}"
+            reason = f"{type(error).__name__} (up to {attempts} attempts): {_first_line(error)}"
             yield Outcome(group, None, reason, time.perf_counter() - submitted)
         else:
             yield Outcome(group, results, None, seconds)

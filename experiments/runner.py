@@ -97,12 +97,28 @@ def compare(
         ExperimentError: bad settings or unloadable data, before any training.
     """
     config_lib.validate(config)
+    if not config.ray_address:
+        return _compare(config, callbacks, progress)
+    if callbacks:
+        raise ExperimentError("Keras callbacks cannot be sent to Ray tasks; run in-process.")
+    config = dataclasses.replace(config, logdir=cluster.shared_logdir(config.logdir))
+    cluster.connect(config)
+    try:
+        return _compare(config, callbacks, progress)
+    finally:
+        cluster.disconnect()
+
+
+def _compare(
+    config: ExperimentConfig,
+    callbacks: Sequence[keras.callbacks.Callback],
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
     root = files.join(config.logdir, config.experiment)
     if config.overwrite:
         _remove_earlier_runs(root)
     previous = summary.load(root, config)
     if config.ray_address:  # first: workers warm up while the data loads and models build
-        cluster.connect(config.ray_address, config.logdir)
         cluster.warm_up(config, len(plan(config, _finished(previous))))
     data = data_lib.load(config.dataset, config.train_size, config.test_size)
     if "cnn" in config.model and len(data.input_shape) != 3:
@@ -127,20 +143,20 @@ def compare(
     files.makedirs(root)
     hparams.write_experiment(root, config, previous)
 
-    done = _finished(previous)
+    # Failed runs stay in the summary until trained again.
+    done = {summary.run_key(entry): entry for entry in previous}
+    finished = _finished(previous)
     for key in runs:
-        if key in done:
+        if key in finished:
             progress(
                 f"{labels[key]}: already in summary.json, skipped (--overwrite runs it again)"
             )
-    groups = plan(config, done)
+    groups = plan(config, finished)
     work = [
         (group, [Arm(key[0], files.join(root, names[key])) for key in group.runs()])
         for group in groups
     ]
     if config.ray_address:
-        if callbacks:
-            raise ExperimentError("Keras callbacks cannot be sent to Ray tasks; run in-process.")
         outcomes = cluster.train_groups(config, data, work)
     else:
         outcomes = _train_here(config, data, work, swept, callbacks, live)

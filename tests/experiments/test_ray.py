@@ -1,6 +1,7 @@
 """--ray_address: the comparison on a real Ray cluster started on this machine (127.0.0.1,
 2 CPUs), against the same comparison in-process; faults of workers and of the driver."""
 
+import contextlib
 import json
 import os
 import signal
@@ -89,11 +90,32 @@ def test_a_comparison_on_ray_equals_the_in_process_one(ray_address, in_process, 
     assert "## Failed runs" not in (root / "report.md").read_text()
 
 
-def test_ray_tasks_train_under_a_distribution_strategy(ray_address, in_process, tmp_path):
+def test_ray_tasks_train_under_a_strategy_into_a_relative_logdir(
+    ray_address, in_process, tmp_path, monkeypatch
+):
     """--strategy and --ray_address combine: each task mirrors over the devices Ray gave it
-    (here one CPU: one replica)."""
-    settings = _settings(tmp_path, ray_address=ray_address, strategy="mirrored")
-    assert_same_results(runner.compare(settings, progress=lambda _: None), in_process)
+    (here one CPU: one replica, so this checks the path, not two replicas). A relative
+    --logdir is the driver's: the workers, started elsewhere, write there too."""
+    monkeypatch.chdir(tmp_path)
+    settings = config.resolve(
+        **TINY, ray_address=ray_address, strategy="mirrored", logdir="relative", experiment="e"
+    )
+    entries = runner.compare(settings, progress=lambda _: None)
+    assert_same_results(entries, in_process)
+    for entry in entries:
+        assert (tmp_path / "relative" / "e" / entry["run_dir"] / "run.json").exists()
+
+
+def test_a_task_no_node_can_run_is_refused(ray_address, tmp_path):
+    settings = _settings(tmp_path, ray_address=ray_address, gpus_per_task=1)
+    with pytest.raises(ExperimentError, match="No node .* can give one task .*--gpus_per_task=1"):
+        runner.compare(settings)
+
+
+def test_an_in_memory_logdir_is_refused_on_ray():
+    with pytest.raises(ExperimentError, match="lives in this process's memory"):
+        cluster.shared_logdir("ram://logs")
+    assert cluster.shared_logdir("file:///tmp/logs") == "/tmp/logs"
 
 
 def _kill_a_task(timeout: float = 120) -> int:
@@ -149,7 +171,7 @@ def test_a_task_that_keeps_dying_is_recorded_failed_then_trained_again(
     failed = [entry for entry in entries if entry["status"] == "failed"]
     assert len(failed) == 2  # the killed group's two arms; the other group went on
     assert {entry["seed"] for entry in failed} == {failed[0]["seed"]}
-    assert all("1 attempts" in entry["error"] for entry in failed)
+    assert all("up to 1 attempts" in entry["error"] for entry in failed)
     assert sum("failed (" in line for line in outcome["lines"]) == 2
     report = (tmp_path / "e" / "report.md").read_text()
     assert "## Failed runs" in report
@@ -218,7 +240,7 @@ def test_ray_only_settings_need_an_address():
 
 def test_an_unreachable_cluster_is_one_line(tmp_path):
     with pytest.raises(ExperimentError, match="Cannot reach the Ray cluster"):
-        cluster.connect("127.0.0.1:1", str(tmp_path))  # a port nothing listens on
+        cluster.connect(_settings(tmp_path, ray_address="127.0.0.1:1"))  # nothing listens
 
 
 
@@ -253,9 +275,10 @@ def test_a_logdir_that_some_node_cannot_see_is_refused(tmp_path):
                 ).read_text()
                 time.sleep(0.5)
             ray.shutdown()
-            cluster.connect(address, str(tmp_path / "shared"))  # both nodes see it
+            cluster.connect(_settings(tmp_path / "shared", ray_address=address))  # both see it
             with pytest.raises(ExperimentError, match=r"not reachable from 1 of the cluster's 2"):
-                cluster.connect(address, str(private / "logs"))
+                cluster.connect(_settings(private / "logs", ray_address=address))
         finally:
             ray.shutdown()
-            os.killpg(node.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGKILL)
