@@ -37,6 +37,7 @@ benchmark: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/harness_overhead.py
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/harness_speed.py
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/model_tools.py
+	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/ray_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -10,13 +10,17 @@ the results the tasks return, as each task finishes.
 
 Faults are Ray's to handle: a task whose worker process or node dies is re-run,
 at most `--task_retries` times; a task that still fails, or whose training
-raised, is reported with its reason, and the others go on. Because the driver
-rewrites the summary after every finished task, a driver that dies loses
-nothing that finished: the same command submits only the missing runs.
+raised, is reported with its reason (its runs are recorded as failed), and the
+others go on. Because the driver rewrites the summary after every finished task,
+a driver that dies loses nothing that finished: the same command submits only
+the missing and failed runs.
 
 Every worker must reach `--logdir`: on a cluster of several nodes, `connect`
 has a task on each node look for a file the driver wrote there, and refuses a
-folder some node cannot see (a local path).
+folder some node cannot see (a local path). `connect` also refuses, in one line,
+an address where nothing listens and a task no node can hold, where Ray would
+retry or wait for minutes. `head_node` starts a one-node cluster for the tests
+and benchmarks.
 """
 
 from __future__ import annotations

@@ -16,18 +16,10 @@ import pytest
 
 from experiments import cluster, config, runner
 from experiments.errors import ExperimentError
+from tests.experiments import test_strategies
 
-TINY = dict(
-    initializers=("xavier_normal", "kaiming_uniform"),
-    depth=2,
-    width=16,
-    train_size=320,
-    test_size=64,
-    epochs=2,
-    seeds=(0, 1),
-    probe_size=32,
-    histogram_every=5,
-)
+# Two groups (seeds) of two arms.
+TINY = {**test_strategies.TINY, "seeds": (0, 1)}
 TASK_TITLE = "ray::train_task"  # Ray names a worker's process after the task it runs
 
 

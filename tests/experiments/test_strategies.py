@@ -10,19 +10,10 @@ import tensorflow as tf
 from experiments import config, models, runner, strategies, towers
 from experiments.data import load
 from experiments.errors import ExperimentError
+from tests.experiments import test_towers
 
-TINY = dict(
-    initializers=("xavier_normal", "kaiming_uniform"),
-    depth=2,
-    width=16,
-    train_size=320,
-    test_size=64,
-    epochs=2,
-    batch_size=32,
-    seeds=(0,),
-    probe_size=32,
-    histogram_every=5,
-)
+# The towers tests' tiny comparison, with two initializers.
+TINY = {**test_towers.TINY, "initializers": ("xavier_normal", "kaiming_uniform")}
 
 
 @pytest.fixture(scope="module")
