@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from experiments import config, data, runner, summary, training
+from experiments import config, data, runner, strategies, summary, training
 from experiments.errors import ExperimentError
 
 TINY = {
@@ -230,7 +230,10 @@ def test_training_batches_are_the_same_under_a_distribution_strategy():
     there, the order drawn up front does not."""
     x = np.arange(64, dtype=np.float32)[:, None]
     batches = training.training_batches(x, np.arange(64), batch_size=16, seed=0, epochs=2)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # The harness's own strategy: two MirroredStrategy objects in one process clash over
+    # their collective ops' instance keys.
+    strategy = strategies.get("mirrored")
+    assert strategy.num_replicas_in_sync == 2
     distributed = strategy.experimental_distribute_dataset(batches)
     seen = [np.sort(strategy.gather(batch[1], axis=0).numpy()) for batch in distributed]
     expected = [np.sort(batch[1].numpy()) for batch in batches]
