@@ -15,6 +15,7 @@ from experiments.replications import (
     KLAMBAUER2017,
     MISHKIN2016,
     SAXE2013,
+    XIAO2018,
     Replication,
 )
 
@@ -161,6 +162,24 @@ PRESETS: dict[str, Preset] = {
                 "histogram_every": 0,
             },
             replication=SAXE2013,
+        ),
+        Preset(
+            "xiao2018",
+            "Xiao et al. (2018): a 32-layer vanilla tanh CNN (experiments.paper_models:"
+            "xiao2018_cnn); delta-orthogonal kernels train it, Gaussian kernels of the same "
+            "variance (lecun_normal) stall or trail far behind.",
+            {
+                "initializers": ("delta_orthogonal", "lecun_normal"),
+                "model": ("experiments.paper_models:xiao2018_cnn",),
+                "optimizer": "sgd",
+                "learning_rate": 0.01,
+                "momentum": 0.9,
+                "epochs": 5,
+                "train_size": 8000,
+                "seeds": (0, 1, 2),
+                "histogram_every": 250,
+            },
+            replication=XIAO2018,
         ),
     )
 }

@@ -15,6 +15,8 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from experiments.paper_models import XIAO_DEPTH, XIAO_WIDTH
+
 # (cell, initializer) -> that group's summary entries, one per seed (`report.group`).
 Groups = Mapping[tuple[Any, str], Sequence[dict[str, Any]]]
 
@@ -464,3 +466,48 @@ GLOROT2010 = Replication(
     judge=judge_glorot2010,
 )
 
+
+_XIAO = ("delta_orthogonal", "lecun_normal")
+
+
+def judge_xiao2018(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """Delta-orthogonal trains the deep tanh CNN; the Gaussian of the same variance
+    (lecun_normal) stalls, or trails far behind (less than half the drop)."""
+    arms = {
+        family: [entry for (_, spec), entries in groups.items() if spec.startswith(family)
+                 for entry in entries]
+        for family in _XIAO
+    }
+    if not all(arms.values()):
+        return Finding([], False, "Not judged: the runs lack delta_orthogonal or lecun_normal.")
+    papers = ("trains (Figs. 1 and 4, up to 10,000 layers)", "trains slowly, or not at all")
+    rows = [
+        (family, paper, describe_loss(arms[family]))
+        for family, paper in zip(_XIAO, papers, strict=True)
+    ]
+    delta, gaussian = (relative_drop(arms[family]) for family in _XIAO)
+    trains = delta is not None and delta >= TRAINS
+    behind = gaussian is None or gaussian < STALLS or (delta is not None and gaussian < delta / 2)
+    keeps_up = "stalls or trails far behind" if behind else "keeps up"
+    sentence = (
+        f"with delta_orthogonal the {XIAO_DEPTH}-layer tanh CNN "
+        f"{'trains' if trains else 'does not train'} ({_percent(delta)}); with lecun_normal, "
+        f"the Gaussian of the same variance, it {keeps_up} ({_percent(gaussian)})"
+    )
+    return verdict(rows, [trains, behind], sentence)
+
+
+XIAO2018 = Replication(
+    paper="Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), *Dynamical Isometry "
+    "and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla Convolutional Neural "
+    "Networks*, ICML",
+    reproduces="delta-orthogonal kernels (an orthogonal matrix at the centre tap) make deep "
+    "vanilla tanh CNNs trainable; Gaussian kernels of the same variance train far slower or "
+    "not at all as depth grows",
+    scaled_down=f"their 10,000-layer CNNs on MNIST and CIFAR-10 are {XIAO_DEPTH} 3x3 tanh "
+    f"convolutions of {XIAO_WIDTH} filters on 8x8 embeddings of 4x4 Shapeset patches, 8,000 "
+    "images for 5 epochs; the patch embedding and the read-out are Dense layers, drawn with "
+    "the fallback (xavier_normal) in the delta_orthogonal arm. At 64 layers neither arm "
+    "trained within this budget",
+    judge=judge_xiao2018,
+)

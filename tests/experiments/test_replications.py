@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from experiments import config, models, replications, runner
@@ -230,3 +231,50 @@ def test_glorot2010_checks_table_1s_order_in_test_error():
     sigmoid_trains = {**TABLE1_LIKE, ("sigmoid", "xavier_uniform"): 0.3}
     partly = replications.judge_glorot2010(_glorot_groups(sigmoid_trains), {})
     assert partly.sentence.startswith("Partly reproduced") and "not the worst" in partly.sentence
+
+
+def _xiao_groups(delta_final, gaussian_final):
+    cell = Cell("experiments.paper_models:xiao2018_cnn", None, None, None, "sgd", 0.01, 32)
+    groups = {
+        (cell, "delta_orthogonal"): [_entry(2.20, delta_final), _entry(2.20, delta_final)],
+        (cell, "lecun_normal"): [_entry(2.197, gaussian_final), _entry(2.197, gaussian_final)],
+    }
+    return groups, {}
+
+
+def test_xiao2018_needs_delta_orthogonal_to_train_and_the_gaussian_to_stall_or_trail():
+    finding = replications.judge_xiao2018(*_xiao_groups(2.0, 2.199))
+    assert finding.reproduced
+    assert finding.sentence == (
+        "Reproduced: with delta_orthogonal the 32-layer tanh CNN trains (-9.1%); with "
+        "lecun_normal, the Gaussian of the same variance, it stalls or trails far behind "
+        "(+0.1%)."
+    )
+    trailing = replications.judge_xiao2018(*_xiao_groups(2.0, 2.15))  # -2.1% < half of -9.1%
+    assert trailing.reproduced
+    keeping_up = replications.judge_xiao2018(*_xiao_groups(2.0, 2.05))
+    assert not keeping_up.reproduced and keeping_up.sentence.startswith("Partly reproduced")
+    neither = replications.judge_xiao2018(*_xiao_groups(2.15, 2.10))
+    assert neither.sentence.startswith("Not reproduced")
+
+
+def test_the_xiao2018_model_is_a_deep_vanilla_tanh_cnn():
+    model = models.initialize(
+        "experiments.paper_models:xiao2018_cnn",
+        input_shape=(32, 32, 1),
+        num_classes=9,
+        x_sample=np.zeros((2, 32, 32, 1), "float32"),
+        depth=None,
+        width=None,
+        activation=None,
+        initializer="delta_orthogonal",
+        fallback="xavier_normal",
+        seed=0,
+    )
+    convolutions = [layer for layer in model.model.layers if layer.name.startswith("conv_")]
+    assert len(convolutions) == 32
+    assert model.model.output_shape == (None, 9)
+    # The patch embedding and the read-out get the fallback; every convolution is a delta.
+    assert set(model.fallback_layers) == {"patches", "output"}
+    kernel = convolutions[-1].kernel.numpy()
+    assert abs(kernel).sum(axis=(2, 3))[[0, 0, 2, 2], [0, 2, 0, 2]].max() == 0
