@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments import files, plots
+from experiments import files, plots, summary
 from experiments.config import SWEPT, Cell, ExperimentConfig, is_own_model
 from experiments.presets import PRESETS
 
@@ -131,8 +131,8 @@ def write(
     completes the sentence that explains it. Failed runs (their Ray task gave up) are
     listed with their reasons and left out of everything else.
     """
-    failed = [entry for entry in entries if entry["status"] == "failed"]
-    entries = [entry for entry in entries if entry["status"] != "failed"]
+    failed = [entry for entry in entries if entry["status"] == summary.FAILED]
+    entries = [entry for entry in entries if entry["status"] != summary.FAILED]
     groups = group(entries, config)
     swept = swept_settings(groups, config)
     labels = {key: label_of(key[1], key[0], swept) for key in groups}

@@ -36,8 +36,6 @@ from experiments.training import RUN_DETAILS, Arm, RunResult, run_name, train_gr
 
 RunKey = tuple[str, int, Cell]  # initializer spec, seed, cell
 
-FAILED = "failed"
-
 
 @dataclasses.dataclass(frozen=True)
 class Group:
@@ -118,8 +116,10 @@ def _compare(
     if config.overwrite:
         _remove_earlier_runs(root)
     previous = summary.load(root, config)
+    finished = _finished(previous)
+    groups = plan(config, finished)
     if config.ray_address:  # first: workers warm up while the data loads and models build
-        cluster.warm_up(config, len(plan(config, _finished(previous))))
+        cluster.warm_up(config, len(groups))
     data = data_lib.load(config.dataset, config.train_size, config.test_size)
     if "cnn" in config.model and len(data.input_shape) != 3:
         raise ExperimentError(
@@ -145,13 +145,11 @@ def _compare(
 
     # Failed runs stay in the summary until trained again.
     done = {summary.run_key(entry): entry for entry in previous}
-    finished = _finished(previous)
     for key in runs:
         if key in finished:
             progress(
                 f"{labels[key]}: already in summary.json, skipped (--overwrite runs it again)"
             )
-    groups = plan(config, finished)
     work = [
         (group, [Arm(key[0], files.join(root, names[key])) for key in group.runs()])
         for group in groups
@@ -194,7 +192,7 @@ def _compare(
 def _finished(entries: Sequence[dict[str, Any]]) -> dict[RunKey, dict[str, Any]]:
     """The runs that need no training, by key: all but those that failed (Ray gave up on
     their task), which are trained again."""
-    return {summary.run_key(entry): entry for entry in entries if entry["status"] != FAILED}
+    return {summary.run_key(entry): entry for entry in entries if entry["status"] != summary.FAILED}
 
 
 def _train_here(
@@ -232,7 +230,7 @@ def failed_entry(key: RunKey, error: str | None, group_size: int) -> dict[str, A
         "seed": seed,
         **cell.values(),
         "run_dir": None,
-        "status": FAILED,
+        "status": summary.FAILED,
         "error": error,
         "group_size": group_size,
         "fallback_layers": [],

@@ -37,6 +37,8 @@ FIELDS = (
     "fallback_layers",
     "error",
 )
+# The status of a run whose Ray task gave up (besides "ok" and "diverged").
+FAILED = "failed"
 JSON_NAME = "summary.json"
 CSV_NAME = "summary.csv"
 # Settings that may differ between invocations sharing a folder: they only add runs.
