@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from experiments import towers
+from experiments import stacked, towers
 from keras_inits import SignalHistograms
 
 # Keras's epoch logs -> the run's history keys and TensorBoard scalar tags.
@@ -68,20 +68,27 @@ class GroupMonitor(keras.callbacks.Callback):
     validation and the epoch-end logging.
 
     Divergence: `towers.NonFiniteBatch` gives each tower's first batch with
-    non-finite outputs; that step is the arm's `diverged_at_step`, its tower is
-    frozen, and when every arm has diverged training stops.
+    non-finite outputs; that step is the arm's `diverged_at_step`, the engine freezes
+    it, and when every arm has diverged training stops.
 
     Histograms: every `every_n_steps` optimizer steps (0: never), at the first step
-    of an execution at or after each multiple, each live arm's signals take a snapshot.
+    of an execution at or after each multiple, the engine syncs the live arms' models
+    (`engine`: `towers.Towers` or `stacked.StackedArms`) and each takes a snapshot.
 
     Attributes:
         step: optimizer steps done so far.
         snapshot_seconds: the part of `train_seconds` spent in the periodic snapshots.
     """
 
-    def __init__(self, arms: Sequence[ArmLog], every_n_steps: int):
+    def __init__(
+        self,
+        arms: Sequence[ArmLog],
+        every_n_steps: int,
+        engine: towers.Towers | stacked.StackedArms,
+    ):
         super().__init__()
         self.arms = list(arms)
+        self.engine = engine
         self.every_n_steps = every_n_steps
         self.step = 0
         self.train_seconds = 0.0
@@ -114,6 +121,7 @@ class GroupMonitor(keras.callbacks.Callback):
         if every and (self._epoch_start_step + batch) // every > self._last_snapshot // every:
             started = time.perf_counter()
             self._last_snapshot = self._epoch_start_step + batch
+            self.engine.sync([arm.name for arm in self.live()])
             for arm in self.live():
                 arm.signals.snapshot(self._last_snapshot)
             self.snapshot_seconds += time.perf_counter() - started
@@ -131,7 +139,7 @@ class GroupMonitor(keras.callbacks.Callback):
         if diverged and not self.live():
             self.model.stop_training = True
         for arm in diverged if self.live() else ():
-            towers.freeze(self.model, arm.name)
+            self.engine.freeze(arm.name)
         if first_execution:
             self._start_clock()
 
@@ -147,8 +155,10 @@ class GroupMonitor(keras.callbacks.Callback):
             arm.record(self.arm_step(arm), epoch + 1, split[arm.name])
         # Without histograms, the signal scalars are logged once an epoch; with them, at
         # every histogram snapshot already.
-        for arm in self.live() if not self.every_n_steps else ():
-            arm.signals.snapshot(self.step, scalars=True, histograms=False)
+        if not self.every_n_steps:
+            self.engine.sync([arm.name for arm in self.live()])
+            for arm in self.live():
+                arm.signals.snapshot(self.step, scalars=True, histograms=False)
         for arm in self.arms:
             arm.writer.flush()
 

@@ -57,8 +57,33 @@ def build_group(arms: Sequence[keras.Model], input_shape: tuple[int, ...]) -> ke
     return keras.Model(inputs, outputs, name=f"towers_of_{len(arms)}")
 
 
+class Towers:
+    """The group engine for any architecture: the arms as the towers of one model
+    (`build_group`). `experiments.stacked.StackedArms` is the same interface for MLPs.
+
+    Attributes:
+        model: the group model, outputs `arm0`, `arm1`...
+        jit_compile: whether to compile its train step with XLA.
+    """
+
+    # XLA made 6 towers slower on 2 CPU cores (8.5 vs 6.3 ms a step); its compile time
+    # (seconds a group) only pays off on accelerators.
+    jit_compile = False
+
+    def __init__(self, arms: Sequence[keras.Model], input_shape: tuple[int, ...]):
+        self.model = build_group(arms, input_shape)
+
+    def sync(self, names: Sequence[str]) -> None:
+        """Nothing to copy: each tower is its arm's own model."""
+
+    def freeze(self, name: str) -> None:
+        freeze(self.model, name)
+
+
 def compile_group(
-    group: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int
+    group: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    steps_per_execution: int,
 ) -> None:
     """Compiles `group` with one loss, accuracy and `NonFiniteBatch` per tower."""
     check_independent(optimizer)
@@ -72,8 +97,8 @@ def compile_group(
             for name in names
         },
         steps_per_execution=steps_per_execution,
-        # XLA made 6 towers slower on 2 CPU cores (8.5 vs 6.3 ms a step); its compile
-        # time (seconds a group) only pays off on accelerators.
+        # The engine may turn XLA on for the train step alone, once the test function is
+        # made (`training.train_group`).
         jit_compile=False,
     )
     check_independent(group.optimizer)  # compile may wrap it (mixed_float16)

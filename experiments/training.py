@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from experiments import files, hparams, models, strategies, towers
+from experiments import files, hparams, models, stacked, strategies, towers
 from experiments.config import Cell, ExperimentConfig
 from experiments.data import Dataset
 from experiments.monitor import ArmLog, GroupMonitor
@@ -171,7 +171,8 @@ def train_group(
         for arm in arms
     ]
     with strategies.scope(config.strategy):
-        group = towers.build_group([b.model for b in built], data.input_shape)
+        engine = _engine([b.model for b in built], data.input_shape)
+        group = engine.model
         towers.compile_group(
             group,
             make_optimizer(cell.optimizer, cell.learning_rate, config.momentum),
@@ -214,7 +215,12 @@ def train_group(
         log.record(0, 0, {**train_logs[log.name], **test})
         initial.append(log.signals.snapshot(0, scalars=True, histograms=histograms_on))
 
-    monitor = GroupMonitor(logs, config.histogram_every)
+    # XLA for the train step only: the evaluations run a few dozen batches, and each
+    # batch shape (the last batch is often smaller) would cost an XLA compilation. Keras
+    # makes the test function at the first evaluation, above, with jit_compile off; its
+    # own rule keeps XLA off under a distribution strategy.
+    group.jit_compile = engine.jit_compile and config.strategy == "none"
+    monitor = GroupMonitor(logs, config.histogram_every, engine)
     test_batches = towers.targets(
         tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test)).batch(batch),
         names,
@@ -234,6 +240,7 @@ def train_group(
     )
     fit_seconds = time.perf_counter() - started
 
+    engine.sync(names)
     results = []
     for arm, initialized, log, first in zip(arms, built, logs, initial, strict=True):
         step = monitor.arm_step(log)
@@ -247,6 +254,15 @@ def train_group(
     for arm, (_, details) in zip(arms, results, strict=True):
         files.write_text(files.join(arm.run_dir, RUN_DETAILS), json.dumps(details) + "\n")
     return [RunResult(entry, details, fit_seconds) for entry, details in results]
+
+
+def _engine(
+    arms: Sequence[keras.Model], input_shape: tuple[int, ...]
+) -> towers.Towers | stacked.StackedArms:
+    """Stacked when the arms are MLPs of one shape, else towers (any architecture)."""
+    if stacked.can_stack(arms):
+        return stacked.StackedArms(arms, input_shape)
+    return towers.Towers(arms, input_shape)
 
 
 def _evaluate(

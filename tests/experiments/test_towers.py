@@ -1,4 +1,5 @@
-"""Arms trained together: the same steps as alone, divergence isolated, coupling refused."""
+"""Arms trained together, as towers or stacked: the same steps as alone, divergence
+isolated, coupling refused."""
 
 import json
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import config, models, runner, summary, towers
+from experiments import config, models, runner, stacked, summary, towers, training
 from experiments.data import load
 from experiments.errors import ExperimentError
 from experiments.training import batches_per_epoch, training_batches
@@ -39,28 +40,82 @@ def _arms(settings: config.ExperimentConfig, specs, data, seed=0):
     ]
 
 
-def _train(arms, data, optimizer="adam"):
-    group = towers.build_group(arms, data.input_shape)
-    towers.compile_group(group, keras.optimizers.get(optimizer), steps_per_execution=5)
-    batches = training_batches(data.x_train, data.y_train, 32, seed=0, epochs=2)
+def _fit(group, data, seed=0, epochs=2):
+    batches = training_batches(data.x_train, data.y_train, 32, seed=seed, epochs=epochs)
     steps = batches_per_epoch(len(data.x_train), 32)
-    targets = towers.targets(batches, group.output_names)
-    group.fit(targets, epochs=2, steps_per_epoch=steps, verbose=0)
+    group.fit(towers.targets(batches, group.output_names), epochs=epochs,
+              steps_per_epoch=steps, shuffle=False, verbose=0)
+
+
+def _train(arms, data, optimizer="adam", engine=towers.Towers):
+    """Trains the arms as a group (towers, or stacked with XLA as the harness does); the
+    arms' own models hold the trained weights afterwards."""
+    group = engine(arms, data.input_shape)
+    towers.compile_group(group.model, keras.optimizers.get(optimizer), steps_per_execution=5)
+    group.model.jit_compile = group.jit_compile
+    _fit(group.model, data)
+    group.sync([arm.name for arm in arms])
     return group
 
 
+@pytest.mark.parametrize("engine", [towers.Towers, stacked.StackedArms])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_an_arm_trained_with_others_takes_the_steps_it_takes_alone(data, optimizer):
+def test_an_arm_trained_with_others_takes_the_steps_it_takes_alone(data, optimizer, engine):
     settings = config.resolve(**TINY)
-    together = _train(_arms(settings, SPECS, data), data, optimizer)
-    for index, spec in enumerate(SPECS):
-        alone = _train(_arms(settings, [spec], data), data, optimizer)
-        tower = together.get_layer(towers.tower_name(index))
-        for mine, lone in zip(tower.weights, alone.get_layer("arm0").weights, strict=True):
-            np.testing.assert_allclose(mine.numpy(), lone.numpy(), rtol=1e-5, atol=1e-6)
+    arms = _arms(settings, SPECS, data)
+    _train(arms, data, optimizer, engine)
+    for arm, spec in zip(arms, SPECS, strict=True):
+        alone = _arms(settings, [spec], data)
+        _train(alone, data, optimizer)
+        for mine, lone in zip(arm.weights, alone[0].weights, strict=True):
+            # XLA (the stack) sums in another order than oneDNN: float32 round-off, no more.
+            np.testing.assert_allclose(mine.numpy(), lone.numpy(), rtol=1e-5, atol=2e-6)
         # and training moved them: the check is not about untouched weights
         initial = _arms(settings, [spec], data)[0].weights[0].numpy()
-        assert not np.allclose(tower.weights[0].numpy(), initial)
+        assert not np.allclose(arm.weights[0].numpy(), initial)
+
+
+def test_mlp_arms_stack_and_other_groups_train_as_towers(data):
+    settings = config.resolve(**TINY)
+    mlps = _arms(settings, SPECS, data)
+    assert stacked.can_stack(mlps)
+    assert isinstance(training._engine(mlps, data.input_shape), stacked.StackedArms)
+    cnns = _arms(config.resolve(**TINY, model=("cnn",)), SPECS, data)
+    assert not stacked.can_stack(cnns)
+    assert isinstance(training._engine(cnns, data.input_shape), towers.Towers)
+    assert not stacked.can_stack(mlps[:1])  # one arm: a plain model
+    wider = _arms(config.resolve(**{**TINY, "width": 24}), SPECS[:1], data)
+    assert not stacked.can_stack([mlps[0], *wider])
+    regularized = keras.Sequential([
+        keras.Input(data.input_shape), keras.layers.Flatten(),
+        keras.layers.Dense(9, kernel_regularizer="l2"),
+    ])
+    assert not stacked.can_stack([regularized, regularized])
+    dropout = keras.Sequential([
+        keras.Input(data.input_shape), keras.layers.Flatten(), keras.layers.Dropout(0.5),
+        keras.layers.Dense(9),
+    ])
+    assert not stacked.can_stack([dropout, dropout])
+
+
+def test_a_stack_starts_from_each_arms_weights_and_syncs_them_back(data):
+    settings = config.resolve(**TINY)
+    arms = _arms(settings, SPECS, data)
+    initial = [[w.numpy() for w in arm.weights] for arm in arms]
+    group = stacked.StackedArms(arms, data.input_shape)
+    x = data.x_train[:8]
+    outputs = group.model(x)
+    for index, arm in enumerate(arms):
+        np.testing.assert_allclose(
+            outputs[towers.tower_name(index)], arm(x), rtol=1e-5, atol=1e-6
+        )
+    for layer in group.model.layers:  # overwrite the stack, then copy it back
+        for weight in layer.weights:
+            weight.assign(weight.numpy() + 1.0)
+    group.sync(["arm1"])
+    for index, arm in enumerate(arms):
+        for before, weight in zip(initial[index], arm.weights, strict=True):
+            np.testing.assert_allclose(weight.numpy(), before + (index == 1), rtol=1e-6)
 
 
 def test_the_harness_gives_the_same_results_grouped_or_not(tmp_path):
@@ -128,17 +183,19 @@ def test_a_diverged_arm_is_recorded_frozen_and_does_not_perturb_the_others(tmp_p
     assert history["step"] == [0, 1]  # step 0, then the epoch it diverged in; nothing after
 
 
-def test_freeze_takes_a_tower_out_of_training(data):
+@pytest.mark.parametrize("engine", [towers.Towers, stacked.StackedArms])
+def test_freeze_takes_an_arm_out_of_training(data, engine):
     settings = config.resolve(**TINY)
-    group = _train(_arms(settings, SPECS[:2], data), data)
-    towers.freeze(group, "arm1")
-    frozen = [w.numpy() for w in group.get_layer("arm1").weights]
-    moving = [w.numpy() for w in group.get_layer("arm0").weights]
-    batches = training_batches(data.x_train, data.y_train, 32, seed=1, epochs=1)
-    group.fit(towers.targets(batches, group.output_names), epochs=1, verbose=0)
-    for before, weight in zip(frozen, group.get_layer("arm1").weights, strict=True):
+    arms = _arms(settings, SPECS[:2], data)
+    group = _train(arms, data, engine=engine)
+    group.freeze("arm1")
+    frozen = [w.numpy() for w in arms[1].weights]
+    moving = [w.numpy() for w in arms[0].weights]
+    _fit(group.model, data, seed=1, epochs=1)
+    group.sync(["arm0", "arm1"])
+    for before, weight in zip(frozen, arms[1].weights, strict=True):
         np.testing.assert_array_equal(before, weight.numpy())
-    assert not np.allclose(moving[0], group.get_layer("arm0").weights[0].numpy())
+    assert not np.allclose(moving[0], arms[0].weights[0].numpy())
 
 
 def test_nonfinite_batch_marks_the_first_bad_batch():
@@ -200,3 +257,25 @@ def test_tf_data_targets_repeat_the_labels_per_tower():
     x, y = next(iter(towers.targets(batches, ["arm0", "arm1"])))
     assert set(y) == {"arm0", "arm1"}
     np.testing.assert_array_equal(y["arm0"].numpy(), y["arm1"].numpy())
+
+
+def test_a_stack_gives_each_arm_the_loss_it_has_alone_when_its_softmax_saturates(data):
+    # Keras computes the cross-entropy of a softmax output from its logits. A slice of a
+    # stacked softmax would lose them: its probabilities get clipped, the loss capped at
+    # -log(1e-7) = 16.1, and saturated outputs no gradient.
+    settings = config.resolve(**TINY)
+    losses = {}
+    for engine in (towers.Towers, stacked.StackedArms):
+        arms = _arms(settings, SPECS[:2], data)
+        for arm in arms:
+            output = arm.get_layer("output")
+            output.kernel.assign(output.kernel.numpy() * 1e4)
+        group = engine(arms, data.input_shape)
+        towers.compile_group(group.model, keras.optimizers.SGD(), steps_per_execution=1)
+        logs = group.model.evaluate(
+            data.x_test, {name: data.y_test for name in group.model.output_names},
+            verbose=0, return_dict=True,
+        )
+        losses[engine] = [logs[f"arm{index}_loss"] for index in range(2)]
+    assert max(losses[towers.Towers]) > 20  # saturated: beyond the clipped loss's cap
+    np.testing.assert_allclose(losses[stacked.StackedArms], losses[towers.Towers], rtol=1e-5)
