@@ -8,7 +8,7 @@ product per layer, compiled with XLA. Slice `a` of a layer reads only slice `a`
 of the layer below and the loss is the sum of the arms' losses, so each slice's
 gradient is its arm's own, as with towers (`tests/experiments/test_towers.py`
 checks the trained weights against lone runs). On the lesson's group this step
-costs 0.65 ms per arm against the towers' 0.83 (2-core CPU).
+costs 0.74 ms per arm against the towers' 0.94 (2-core CPU, benchmarks/harness_speed.py).
 
 The arms' own models stay the place everything else reads: their initial
 weights are copied into the stack, and `sync` copies the trained slices back
@@ -140,7 +140,7 @@ def can_stack(arms: Sequence[keras.Model]) -> bool:
         ):
             return False
         shapes.append(
-            [(type(layer).__name__, layer.name) for layer in arm.layers]
+            [type(layer).__name__ for layer in arm.layers]
             + [(layer.units, layer.activation) for layer in dense]
         )
     return all(shape == shapes[0] for shape in shapes)
@@ -196,9 +196,10 @@ class StackedArms:
     def sync(self, names: Iterable[str]) -> None:
         """Copies the stack's current weights of the named arms into their own models
         (a frozen arm's model keeps the weights it had when it was frozen)."""
+        wanted = set(names)
         indices = [
             index for index, arm in enumerate(self.arms)
-            if arm.name in set(names) and index in self._following
+            if arm.name in wanted and index in self._following
         ]
         if not indices:
             return
@@ -208,6 +209,25 @@ class StackedArms:
                 kernel, bias = stacked.arm_weights(kernels, biases, index)
                 dense[index].kernel.assign(kernel)
                 dense[index].bias.assign(bias)
+
+    def matches_arms(self, input_shape: tuple[int, ...]) -> bool:
+        """Whether the stack computes what each arm computes, on a small random batch.
+
+        `can_stack` reads the arms' layers in order, which is their chain for any model
+        made of Flatten and Dense layers, unless a layer is called twice (a shared layer
+        appears once in `model.layers`): this check catches that, and anything else the
+        layer list does not show.
+        """
+        x = np.random.default_rng(0).standard_normal((2, *input_shape)).astype("float32")
+        outputs = self.model(x)
+        return all(
+            np.allclose(
+                keras.ops.convert_to_numpy(outputs[arm.name]),
+                keras.ops.convert_to_numpy(arm(x)),
+                rtol=1e-4, atol=1e-6, equal_nan=True,
+            )
+            for arm in self.arms
+        )
 
     def freeze(self, name: str) -> None:
         """Fixes arm `name`'s model at the stack's weights now."""

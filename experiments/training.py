@@ -271,7 +271,9 @@ def _engine(
 ) -> towers.Towers | stacked.StackedArms:
     """Stacked when the arms are MLPs of one shape, else towers (any architecture)."""
     if stacked.can_stack(arms):
-        return stacked.StackedArms(arms, input_shape)
+        stack = stacked.StackedArms(arms, input_shape)
+        if stack.matches_arms(input_shape):
+            return stack
     return towers.Towers(arms, input_shape)
 
 

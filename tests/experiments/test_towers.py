@@ -98,6 +98,24 @@ def test_mlp_arms_stack_and_other_groups_train_as_towers(data):
     assert not stacked.can_stack([dropout, dropout])
 
 
+def test_a_model_whose_layer_list_is_not_its_chain_trains_as_towers(data):
+    # A layer called twice appears once in model.layers: the stack would call it once.
+    def twice_shared():
+        inputs = keras.Input(data.input_shape)
+        hidden = keras.layers.Dense(16, "tanh")(keras.layers.Flatten()(inputs))
+        shared = keras.layers.Dense(16, "tanh")
+        outputs = keras.layers.Dense(9, "softmax")(shared(shared(hidden)))
+        return keras.Model(inputs, outputs)
+
+    arms = [twice_shared(), twice_shared()]
+    assert stacked.can_stack(arms)  # the layer list alone looks like an MLP
+    assert not stacked.StackedArms(arms, data.input_shape).matches_arms(data.input_shape)
+    assert isinstance(training._engine(arms, data.input_shape), towers.Towers)
+    settings = config.resolve(**TINY)
+    mlps = _arms(settings, SPECS, data)
+    assert stacked.StackedArms(mlps, data.input_shape).matches_arms(data.input_shape)
+
+
 def test_a_stack_starts_from_each_arms_weights_and_syncs_them_back(data):
     settings = config.resolve(**TINY)
     arms = _arms(settings, SPECS, data)
