@@ -81,9 +81,7 @@ class Towers:
 
 
 def compile_group(
-    group: keras.Model,
-    optimizer: keras.optimizers.Optimizer,
-    steps_per_execution: int,
+    group: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int
 ) -> None:
     """Compiles `group` with one loss, accuracy and `NonFiniteBatch` per tower."""
     check_independent(optimizer)
