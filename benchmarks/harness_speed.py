@@ -216,11 +216,12 @@ def main() -> None:
         steps_alone(tiny, tiny_data)
     times: dict[str, list[float]] = {name: [] for name in VARIANTS}
     arm_steps: dict[str, list[float]] = {"harness": [], "harness, towers": []}
+    final_losses: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as root:
         for repeat in range(args.repeats):
             for name in ("harness", "harness, towers"):
                 engine = "towers" if name.endswith("towers") else "stacked"
-                seconds, per_arm_step, harness_losses = harness(
+                seconds, per_arm_step, final_losses[name] = harness(
                     settings, Path(root) / f"{engine}{repeat}", engine
                 )
                 times[name].append(seconds)
@@ -228,7 +229,7 @@ def main() -> None:
             times["plain keras"].append(
                 plain_keras(settings, dataset, Path(root) / f"plain{repeat}")
             )
-            seconds, alone_losses = steps_alone(settings, dataset)
+            seconds, final_losses["steps alone"] = steps_alone(settings, dataset)
             times["steps alone"].append(seconds)
             done = ", ".join(f"{name} {values[-1]:.1f} s" for name, values in times.items())
             print(f"  repeat {repeat + 1}: {done}", flush=True)
@@ -237,12 +238,11 @@ def main() -> None:
     for name, median in medians.items():
         ratio = medians["plain keras"] / median
         print(f"{name:<17}{median:>10.1f}{median / runs:>11.1f}{ratio:>9.2f}x")
-    gap = max(abs(a - b) for a, b in zip(harness_losses, alone_losses, strict=True))
-    print(
-        f"\nfinal training losses, harness: {', '.join(f'{v:.4f}' for v in harness_losses)}"
-        f"\n           steps alone: {', '.join(f'{v:.4f}' for v in alone_losses)}"
-        f" (largest difference {gap:.1e})"
-    )
+    print("\nfinal training losses (the last round's):")
+    for name, losses in final_losses.items():
+        gap = max(abs(a - b) for a, b in zip(losses, final_losses["harness"], strict=True))
+        values = ", ".join(f"{value:.4f}" for value in losses)
+        print(f"  {name:<17}{values}  (largest difference from the harness: {gap:.1e})")
     cell = settings.cells()[0]
     model = models.build(
         "mlp",

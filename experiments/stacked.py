@@ -27,11 +27,20 @@ import numpy as np
 
 from experiments import towers
 
-_STACKABLE = (keras.layers.InputLayer, keras.layers.Flatten, keras.layers.Dense)
 # Dense options that a stacked layer does not reproduce; an arm using one trains as a tower.
 _DENSE_EXTRAS = (
     "kernel_regularizer", "bias_regularizer", "activity_regularizer",
     "kernel_constraint", "bias_constraint",
+)
+# Optimizers whose update of a weight depends on that weight's gradient and state alone, so
+# that arms sharing a variable take the steps they take alone. Adafactor (factored second
+# moments, RMS clipping), Lamb (a trust ratio) and Muon (orthogonalized updates) work on the
+# whole variable: their arms train as towers.
+ELEMENTWISE_OPTIMIZERS = (
+    keras.optimizers.SGD, keras.optimizers.Adam, keras.optimizers.AdamW,
+    keras.optimizers.Nadam, keras.optimizers.Adamax, keras.optimizers.RMSprop,
+    keras.optimizers.Adagrad, keras.optimizers.Adadelta, keras.optimizers.Lion,
+    keras.optimizers.Ftrl,
 )
 
 
@@ -121,18 +130,37 @@ class _ArmOutput(keras.layers.Layer):
         }
 
 
-def can_stack(arms: Sequence[keras.Model]) -> bool:
-    """Whether the arms are MLPs of one shape that a stack trains exactly as towers:
-    two or more models of only Input, Flatten and plain Dense layers (biases on,
-    nothing regularized or constrained), with the same units and activations."""
+def can_stack(arms: Sequence[keras.Model], optimizer: keras.optimizers.Optimizer) -> bool:
+    """Whether a stack trains the arms exactly as towers would.
+
+    The arms must be two or more MLPs of one shape: one input and one output, a Flatten
+    unless the input is a vector, then plain Dense layers (biases
+    on; no regularizer, constraint or LoRA; the same units, activations and dtype
+    policies). The optimizer must update every weight from its own gradient and state
+    (`ELEMENTWISE_OPTIMIZERS`), without `clipnorm`, whose norm would span every arm's
+    slice of a variable.
+    """
     if len(arms) < 2:
+        return False
+    if type(optimizer) not in ELEMENTWISE_OPTIMIZERS or optimizer.clipnorm is not None:
         return False
     shapes = []
     for arm in arms:
-        if not all(type(layer) in _STACKABLE for layer in arm.layers):
+        if len(arm.inputs) != 1 or len(arm.outputs) != 1:
             return False
-        dense = [layer for layer in arm.layers if isinstance(layer, keras.layers.Dense)]
-        if not dense or any(
+        # A functional model lists its Input layer, a Sequential one does not.
+        layers = [
+            layer for layer in arm.layers if not isinstance(layer, keras.layers.InputLayer)
+        ]
+        flatten = bool(layers) and type(layers[0]) is keras.layers.Flatten
+        dense = layers[flatten:]
+        if (
+            (not flatten and len(arm.inputs[0].shape) != 2)
+            or not dense
+            or any(type(layer) is not keras.layers.Dense for layer in dense)
+        ):
+            return False
+        if any(
             not layer.use_bias
             or getattr(layer, "lora_enabled", False)
             or any(getattr(layer, extra, None) is not None for extra in _DENSE_EXTRAS)
@@ -140,57 +168,59 @@ def can_stack(arms: Sequence[keras.Model]) -> bool:
         ):
             return False
         shapes.append(
-            [type(layer).__name__ for layer in arm.layers]
-            + [(layer.units, layer.activation) for layer in dense]
+            [flatten]
+            + [(layer.units, layer.activation, layer.dtype_policy.name) for layer in dense]
         )
     return all(shape == shapes[0] for shape in shapes)
 
 
 class StackedArms:
-    """The group engine for MLP arms (see the module docstring); `towers.Towers` is the
-    same interface for any architecture.
+    """The group engine for MLP arms (see the module docstring; build it for arms that
+    `can_stack` accepts); `towers.Towers` is the same interface for any architecture.
 
     Attributes:
+        name: the engine's name in each run's summary entry (`engine`).
         model: the stack, with outputs `arm0`, `arm1`... as `towers.build_group`'s.
         jit_compile: whether to compile its train step with XLA.
     """
 
+    name = "stacked"
     jit_compile = True
 
     def __init__(self, arms: Sequence[keras.Model], input_shape: tuple[int, ...]):
-        if not can_stack(arms):
-            raise ValueError("StackedArms takes two or more MLPs of one shape (see can_stack).")
         self.arms = list(arms)
+        self.input_shape = input_shape
         self._layers: list[tuple[StackedDense, list[keras.layers.Dense]]] = []
         inputs = keras.Input(input_shape, name="inputs")
         x = inputs
-        dense_positions = [
-            position for position, layer in enumerate(arms[0].layers)
-            if isinstance(layer, keras.layers.Dense)
+        # Layer i of every arm, in order: `can_stack` checked that they form a chain.
+        dense = [
+            [layer for layer in arm.layers if isinstance(layer, keras.layers.Dense)]
+            for arm in arms
         ]
-        for position, layer in enumerate(arms[0].layers):
+        for layer in arms[0].layers:
             if isinstance(layer, keras.layers.Flatten):
                 x = keras.layers.Flatten(name=layer.name)(x)
-            elif isinstance(layer, keras.layers.Dense):
-                last = position == dense_positions[-1]
-                stacked = StackedDense(
-                    len(arms),
-                    layer.units,
-                    "linear" if last else layer.activation,  # the last one's: per arm
-                    shared_input=position == dense_positions[0],
-                    name=layer.name,
-                )
-                x = stacked(x)
-                self._layers.append((stacked, [arm.layers[position] for arm in arms]))
-        output_activation = arms[0].layers[dense_positions[-1]].activation
+        for depth, layers in enumerate(zip(*dense, strict=True)):
+            last = depth == len(dense[0]) - 1
+            stacked = StackedDense(
+                len(arms),
+                layers[0].units,
+                "linear" if last else layers[0].activation,  # the last one's: per arm
+                shared_input=depth == 0,
+                name=layers[0].name,
+            )
+            x = stacked(x)
+            self._layers.append((stacked, list(layers)))
+        output_activation = dense[0][-1].activation
         outputs = {}
         for index, arm in enumerate(arms):
             arm.name = towers.tower_name(index)
             outputs[arm.name] = _ArmOutput(index, output_activation)(x)
         self.model = keras.Model(inputs, outputs, name=f"stack_of_{len(arms)}")
-        for stacked, dense in self._layers:
-            stacked.load([layer.kernel.numpy() for layer in dense],
-                         [layer.bias.numpy() for layer in dense])
+        for stacked, layers in self._layers:
+            stacked.load([layer.kernel.numpy() for layer in layers],
+                         [layer.bias.numpy() for layer in layers])
         self._following = set(range(len(arms)))  # arms whose models sync
 
     def sync(self, names: Iterable[str]) -> None:
@@ -210,7 +240,7 @@ class StackedArms:
                 dense[index].kernel.assign(kernel)
                 dense[index].bias.assign(bias)
 
-    def matches_arms(self, input_shape: tuple[int, ...]) -> bool:
+    def matches_arms(self) -> bool:
         """Whether the stack computes what each arm computes, on a small random batch.
 
         `can_stack` reads the arms' layers in order, which is their chain for any model
@@ -218,7 +248,7 @@ class StackedArms:
         appears once in `model.layers`): this check catches that, and anything else the
         layer list does not show.
         """
-        x = np.random.default_rng(0).standard_normal((2, *input_shape)).astype("float32")
+        x = np.random.default_rng(0).standard_normal((2, *self.input_shape)).astype("float32")
         outputs = self.model(x)
         return all(
             np.allclose(

@@ -29,6 +29,7 @@ FIELDS = (
     "train_seconds",
     "histogram_seconds",
     "group_size",
+    "engine",
     "initial_loss",
     "final_loss",
     "final_test_loss",

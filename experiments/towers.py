@@ -19,7 +19,7 @@ trainable set, so the optimizer stops touching them while the others go on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import keras
@@ -62,9 +62,12 @@ class Towers:
     (`build_group`). `experiments.stacked.StackedArms` is the same interface for MLPs.
 
     Attributes:
+        name: the engine's name in each run's summary entry (`engine`).
         model: the group model, outputs `arm0`, `arm1`...
         jit_compile: whether to compile its train step with XLA.
     """
+
+    name = "towers"
 
     # XLA made 6 towers slower on 2 CPU cores (8.5 vs 6.3 ms a step); its compile time
     # (seconds a group) only pays off on accelerators.
@@ -73,7 +76,7 @@ class Towers:
     def __init__(self, arms: Sequence[keras.Model], input_shape: tuple[int, ...]):
         self.model = build_group(arms, input_shape)
 
-    def sync(self, names: Sequence[str]) -> None:
+    def sync(self, names: Iterable[str]) -> None:
         """Nothing to copy: each tower is its arm's own model."""
 
     def freeze(self, name: str) -> None:

@@ -181,12 +181,11 @@ def train_group(
         for arm in arms
     ]
     with strategies.scope(config.strategy):
-        engine = _engine([b.model for b in built], data.input_shape)
+        optimizer = make_optimizer(cell.optimizer, cell.learning_rate, config.momentum)
+        engine = _engine([b.model for b in built], data.input_shape, optimizer)
         group = engine.model
         towers.compile_group(
-            group,
-            make_optimizer(cell.optimizer, cell.learning_rate, config.momentum),
-            steps_per_execution(config, cell, len(data.x_train)),
+            group, optimizer, steps_per_execution(config, cell, len(data.x_train))
         )
     histograms_on = config.histogram_every > 0
     logs = []
@@ -267,12 +266,15 @@ def train_group(
 
 
 def _engine(
-    arms: Sequence[keras.Model], input_shape: tuple[int, ...]
+    arms: Sequence[keras.Model],
+    input_shape: tuple[int, ...],
+    optimizer: keras.optimizers.Optimizer,
 ) -> towers.Towers | stacked.StackedArms:
-    """Stacked when the arms are MLPs of one shape, else towers (any architecture)."""
-    if stacked.can_stack(arms):
+    """Stacked when the arms are MLPs of one shape and the optimizer updates each weight on
+    its own (`stacked.can_stack`) and the stack reproduces every arm; else towers."""
+    if stacked.can_stack(arms, optimizer):
         stack = stacked.StackedArms(arms, input_shape)
-        if stack.matches_arms(input_shape):
+        if stack.matches_arms():
             return stack
     return towers.Towers(arms, input_shape)
 
@@ -314,6 +316,7 @@ def _result(
         "train_seconds": round(monitor.train_seconds, 3),
         "histogram_seconds": round(monitor.snapshot_seconds, 3),
         "group_size": len(monitor.arms),
+        "engine": monitor.engine.name,
         "initial_loss": history["loss"][0],
         "final_loss": history["loss"][-1],
         "final_test_loss": history["test_loss"][-1],

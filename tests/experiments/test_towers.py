@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
 
 from experiments import config, models, runner, stacked, summary, towers, training
 from experiments.data import load
@@ -78,24 +79,45 @@ def test_an_arm_trained_with_others_takes_the_steps_it_takes_alone(data, optimiz
 def test_mlp_arms_stack_and_other_groups_train_as_towers(data):
     settings = config.resolve(**TINY)
     mlps = _arms(settings, SPECS, data)
-    assert stacked.can_stack(mlps)
-    assert isinstance(training._engine(mlps, data.input_shape), stacked.StackedArms)
+    sgd = keras.optimizers.SGD()
+    assert stacked.can_stack(mlps, sgd)
+    assert isinstance(training._engine(mlps, data.input_shape, sgd), stacked.StackedArms)
     cnns = _arms(config.resolve(**TINY, model=("cnn",)), SPECS, data)
-    assert not stacked.can_stack(cnns)
-    assert isinstance(training._engine(cnns, data.input_shape), towers.Towers)
-    assert not stacked.can_stack(mlps[:1])  # one arm: a plain model
+    assert not stacked.can_stack(cnns, sgd)
+    assert isinstance(training._engine(cnns, data.input_shape, sgd), towers.Towers)
+    assert not stacked.can_stack(mlps[:1], sgd)  # one arm: a plain model
     wider = _arms(config.resolve(**{**TINY, "width": 24}), SPECS[:1], data)
-    assert not stacked.can_stack([mlps[0], *wider])
-    regularized = keras.Sequential([
-        keras.Input(data.input_shape), keras.layers.Flatten(),
-        keras.layers.Dense(9, kernel_regularizer="l2"),
-    ])
-    assert not stacked.can_stack([regularized, regularized])
-    dropout = keras.Sequential([
-        keras.Input(data.input_shape), keras.layers.Flatten(), keras.layers.Dropout(0.5),
-        keras.layers.Dense(9),
-    ])
-    assert not stacked.can_stack([dropout, dropout])
+    assert not stacked.can_stack([mlps[0], *wider], sgd)
+
+    def sequential(*layers, shape=data.input_shape):
+        return keras.Sequential([keras.Input(shape), *layers])
+
+    regularized = sequential(keras.layers.Flatten(), keras.layers.Dense(9, kernel_regularizer="l2"))
+    dropout = sequential(keras.layers.Flatten(), keras.layers.Dropout(0.5), keras.layers.Dense(9))
+    # Dense on an image without Flatten acts on its last axis only: not an MLP.
+    unflattened = sequential(keras.layers.Dense(8), keras.layers.Dense(9))
+    late_flatten = sequential(keras.layers.Dense(8), keras.layers.Flatten(), keras.layers.Dense(9))
+    for model in (regularized, dropout, unflattened, late_flatten):
+        assert not stacked.can_stack([model, model], sgd), model.layers
+    vectors = sequential(keras.layers.Dense(8), keras.layers.Dense(9), shape=(12,))
+    assert stacked.can_stack([vectors, vectors], sgd)
+    inputs = keras.Input((12,))
+    heads = [keras.layers.Dense(9)(inputs), keras.layers.Dense(3)(inputs)]
+    two_outputs = keras.Model(inputs, heads)
+    assert not stacked.can_stack([two_outputs, two_outputs], sgd)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [keras.optimizers.Adafactor(), keras.optimizers.Lamb(), keras.optimizers.SGD(clipnorm=1.0)],
+    ids=["adafactor", "lamb", "sgd-clipnorm"],
+)
+def test_optimizers_that_see_a_whole_variable_train_mlp_arms_as_towers(data, optimizer):
+    # A stacked variable holds every arm's layer: Adafactor's factored moments, Lamb's
+    # trust ratio and a per-variable norm clip would each span all the arms.
+    mlps = _arms(config.resolve(**TINY), SPECS, data)
+    assert not stacked.can_stack(mlps, optimizer)
+    assert isinstance(training._engine(mlps, data.input_shape, optimizer), towers.Towers)
 
 
 def test_a_model_whose_layer_list_is_not_its_chain_trains_as_towers(data):
@@ -108,12 +130,13 @@ def test_a_model_whose_layer_list_is_not_its_chain_trains_as_towers(data):
         return keras.Model(inputs, outputs)
 
     arms = [twice_shared(), twice_shared()]
-    assert stacked.can_stack(arms)  # the layer list alone looks like an MLP
-    assert not stacked.StackedArms(arms, data.input_shape).matches_arms(data.input_shape)
-    assert isinstance(training._engine(arms, data.input_shape), towers.Towers)
+    sgd = keras.optimizers.SGD()
+    assert stacked.can_stack(arms, sgd)  # the layer list alone looks like an MLP
+    assert not stacked.StackedArms(arms, data.input_shape).matches_arms()
+    assert isinstance(training._engine(arms, data.input_shape, sgd), towers.Towers)
     settings = config.resolve(**TINY)
     mlps = _arms(settings, SPECS, data)
-    assert stacked.StackedArms(mlps, data.input_shape).matches_arms(data.input_shape)
+    assert stacked.StackedArms(mlps, data.input_shape).matches_arms()
 
 
 def test_a_stack_starts_from_each_arms_weights_and_syncs_them_back(data):
@@ -151,6 +174,8 @@ def test_the_harness_gives_the_same_results_grouped_or_not(tmp_path):
         results[grouped] = entries
         sizes = {entry["group_size"] for entry in entries}
         assert sizes == ({len(SPECS)} if grouped else {1})
+        # MLP arms trained together stack; one at a time, each is a plain model.
+        assert {entry["engine"] for entry in entries} == {"stacked" if grouped else "towers"}
         assert sum("group of 3" in line for line in lines) == (6 if grouped else 0)
     for mine, lone in zip(results[True], results[False], strict=True):
         assert (mine["initializer"], mine["seed"]) == (lone["initializer"], lone["seed"])
@@ -179,6 +204,7 @@ def test_a_diverged_arm_is_recorded_frozen_and_does_not_perturb_the_others(tmp_p
     )
     lines = []
     entries = {e["initializer"]: e for e in runner.compare(settings, progress=lines.append)}
+    assert {entry["engine"] for entry in entries.values()} == {"stacked"}
     assert entries[blowing_up]["status"] == "diverged"
     assert entries[blowing_up]["diverged_at_step"] == entries[blowing_up]["steps"] == 1
     assert entries[blowing_up]["final_loss"] is None
@@ -202,7 +228,7 @@ def test_a_diverged_arm_is_recorded_frozen_and_does_not_perturb_the_others(tmp_p
 
 
 @pytest.mark.parametrize("engine", [towers.Towers, stacked.StackedArms])
-def test_freeze_takes_an_arm_out_of_training(data, engine):
+def test_a_frozen_arms_model_keeps_its_weights_while_the_others_train(data, engine):
     settings = config.resolve(**TINY)
     arms = _arms(settings, SPECS[:2], data)
     group = _train(arms, data, engine=engine)
@@ -297,3 +323,24 @@ def test_a_stack_gives_each_arm_the_loss_it_has_alone_when_its_softmax_saturates
         losses[engine] = [logs[f"arm{index}_loss"] for index in range(2)]
     assert max(losses[towers.Towers]) > 20  # saturated: beyond the clipped loss's cap
     np.testing.assert_allclose(losses[stacked.StackedArms], losses[towers.Towers], rtol=1e-5)
+
+
+def test_without_histograms_the_epoch_scalars_come_from_the_trained_stack(tmp_path):
+    # With --histogram_every=0 the signal scalars are logged at each epoch's end, from the
+    # arms' own models: the stack must have synced them, or they would repeat step 0's.
+    settings = config.resolve(
+        **{**TINY, "histogram_every": 0},
+        initializers=SPECS[:2],
+        logdir=str(tmp_path),
+        experiment="scalars",
+    )
+    entries = runner.compare(settings, progress=lambda _: None)
+    assert {entry["engine"] for entry in entries} == {"stacked"}
+    events = event_accumulator.EventAccumulator(
+        str(tmp_path / "scalars" / entries[0]["run_dir"]),
+        size_guidance={event_accumulator.TENSORS: 0},
+    ).Reload()
+    logged = events.Tensors("activation_std/hidden_1")
+    assert [event.step for event in logged] == [0, 10, 20]
+    values = [float(tf.make_ndarray(event.tensor_proto)) for event in logged]
+    assert values[0] != values[1] != values[2]
