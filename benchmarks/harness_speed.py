@@ -58,7 +58,7 @@ def harness(
     per arm and step (`train_seconds` of a group / steps / arms), and the runs' final
     losses. `engine="towers"` trains the arms as towers even though they stack."""
     towers_only = mock.patch.object(
-        training, "_engine", lambda arms, shape: towers.Towers(arms, shape)
+        training, "_engine", lambda arms, shape, optimizer: towers.Towers(arms, shape)
     )
     started = time.perf_counter()
     with towers_only if engine == "towers" else contextlib.nullcontext():
@@ -181,6 +181,7 @@ def plain_keras(
                         len(dataset.x_train), cell.batch_size
                     ),
                     validation_data=(dataset.x_test, dataset.y_test),
+                    shuffle=False,  # the batches are in their order already
                     callbacks=[
                         keras.callbacks.TensorBoard(
                             str(logdir / f"{index}_seed{seed}"), histogram_freq=1
