@@ -1,4 +1,4 @@
-"""Arms of the built-in MLP trained as one stack: layer i of every arm in one tensor.
+"""MLP arms trained as one stack: layer i of every arm in one tensor.
 
 Towers (`experiments.towers`) put the arms side by side as separate models, so
 a step runs one thin matrix product per arm and layer. When the arms are MLPs of
@@ -134,11 +134,10 @@ def can_stack(arms: Sequence[keras.Model], optimizer: keras.optimizers.Optimizer
     """Whether a stack trains the arms exactly as towers would.
 
     The arms must be two or more MLPs of one shape: one input and one output, a Flatten
-    unless the input is a vector, then plain Dense layers (biases
-    on; no regularizer, constraint or LoRA; the same units, activations and dtype
-    policies). The optimizer must update every weight from its own gradient and state
-    (`ELEMENTWISE_OPTIMIZERS`), without `clipnorm`, whose norm would span every arm's
-    slice of a variable.
+    unless the input is a vector, then plain Dense layers (biases on; no regularizer,
+    constraint or LoRA; the same units, activations and dtype policies). The optimizer
+    must update every weight from its own gradient and state (`ELEMENTWISE_OPTIMIZERS`),
+    without `clipnorm`, whose norm would span every arm's slice of a variable.
     """
     if len(arms) < 2:
         return False
