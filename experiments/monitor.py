@@ -121,9 +121,7 @@ class GroupMonitor(keras.callbacks.Callback):
         if every and (self._epoch_start_step + batch) // every > self._last_snapshot // every:
             started = time.perf_counter()
             self._last_snapshot = self._epoch_start_step + batch
-            self.engine.sync([arm.name for arm in self.live()])
-            for arm in self.live():
-                arm.signals.snapshot(self._last_snapshot)
+            self._snapshot_live(self._last_snapshot)
             self.snapshot_seconds += time.perf_counter() - started
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -156,11 +154,16 @@ class GroupMonitor(keras.callbacks.Callback):
         # Without histograms, the signal scalars are logged once an epoch; with them, at
         # every histogram snapshot already.
         if not self.every_n_steps:
-            self.engine.sync([arm.name for arm in self.live()])
-            for arm in self.live():
-                arm.signals.snapshot(self.step, scalars=True, histograms=False)
+            self._snapshot_live(self.step, histograms=False)
         for arm in self.arms:
             arm.writer.flush()
+
+    def _snapshot_live(self, step: int, histograms: bool = True) -> None:
+        """Each live arm's signals at `step`, from its model once the engine synced it."""
+        live = self.live()
+        self.engine.sync([arm.name for arm in live])
+        for arm in live:
+            arm.signals.snapshot(step, scalars=True, histograms=histograms)
 
     def arm_step(self, arm: ArmLog) -> int:
         """The arm's last step: where it diverged, else the group's."""

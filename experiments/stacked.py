@@ -130,6 +130,15 @@ class _ArmOutput(keras.layers.Layer):
         }
 
 
+def _mlp_parts(arm: keras.Model) -> tuple[keras.layers.Layer | None, list[keras.layers.Layer]]:
+    """An arm's leading Flatten (None without one) and the layers after it. A functional
+    model lists its Input layer, a Sequential one does not: it is left out either way."""
+    layers = [layer for layer in arm.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if layers and type(layers[0]) is keras.layers.Flatten:
+        return layers[0], layers[1:]
+    return None, layers
+
+
 def can_stack(arms: Sequence[keras.Model], optimizer: keras.optimizers.Optimizer) -> bool:
     """Whether a stack trains the arms exactly as towers would.
 
@@ -147,14 +156,9 @@ def can_stack(arms: Sequence[keras.Model], optimizer: keras.optimizers.Optimizer
     for arm in arms:
         if len(arm.inputs) != 1 or len(arm.outputs) != 1:
             return False
-        # A functional model lists its Input layer, a Sequential one does not.
-        layers = [
-            layer for layer in arm.layers if not isinstance(layer, keras.layers.InputLayer)
-        ]
-        flatten = bool(layers) and type(layers[0]) is keras.layers.Flatten
-        dense = layers[flatten:]
+        flatten, dense = _mlp_parts(arm)
         if (
-            (not flatten and len(arm.inputs[0].shape) != 2)
+            (flatten is None and len(arm.inputs[0].shape) != 2)
             or not dense
             or any(type(layer) is not keras.layers.Dense for layer in dense)
         ):
@@ -167,7 +171,7 @@ def can_stack(arms: Sequence[keras.Model], optimizer: keras.optimizers.Optimizer
         ):
             return False
         shapes.append(
-            [flatten]
+            [flatten is not None]
             + [(layer.units, layer.activation, layer.dtype_policy.name) for layer in dense]
         )
     return all(shape == shapes[0] for shape in shapes)
@@ -193,13 +197,10 @@ class StackedArms:
         inputs = keras.Input(input_shape, name="inputs")
         x = inputs
         # Layer i of every arm, in order: `can_stack` checked that they form a chain.
-        dense = [
-            [layer for layer in arm.layers if isinstance(layer, keras.layers.Dense)]
-            for arm in arms
-        ]
-        for layer in arms[0].layers:
-            if isinstance(layer, keras.layers.Flatten):
-                x = keras.layers.Flatten(name=layer.name)(x)
+        flatten, _ = _mlp_parts(arms[0])
+        if flatten is not None:
+            x = keras.layers.Flatten(name=flatten.name)(x)
+        dense = [_mlp_parts(arm)[1] for arm in arms]
         for depth, layers in enumerate(zip(*dense, strict=True)):
             last = depth == len(dense[0]) - 1
             stacked = StackedDense(
