@@ -40,8 +40,9 @@ import keras
 import tensorflow as tf
 
 from experiments import config as config_lib
-from experiments import data as data_lib
-from experiments import models, training
+from experiments import models
+from experiments.data import datasets as data_lib
+from experiments.engine import training
 from keras_inits import SignalHistograms
 
 VARIANTS = ("histograms on", "histograms off", "keras TensorBoard")

@@ -6,10 +6,10 @@ from building the first model to the end of its logging:
 
 - `harness`: `experiments.runner.compare` with the lesson's settings and `--seeds`
   (default one seed): the arms of a seed train together as one stack
-  (`experiments.stacked`), with activation, gradient and weight histograms of every
+  (`experiments.engine.stacked`), with activation, gradient and weight histograms of every
   layer every 100 steps, per-epoch metrics, HParams, summary and report.
 - `harness, towers`: the same, the arms trained as towers of one model
-  (`experiments.towers`, the engine of every architecture that does not stack).
+  (`experiments.engine.towers`, the engine of every architecture that does not stack).
 - `plain keras`: for each initializer, build the same model, `compile` with
   Keras's defaults (the same optimizer, loss and accuracy metric), `fit` with the
   test set as validation data and `keras.callbacks.TensorBoard(histogram_freq=1)`
@@ -45,8 +45,9 @@ import numpy as np
 import tensorflow as tf
 
 from experiments import config as config_lib
-from experiments import data as data_lib
-from experiments import models, runner, towers, training
+from experiments import models, runner
+from experiments.data import datasets as data_lib
+from experiments.engine import towers, training
 
 VARIANTS = ("harness", "harness, towers", "plain keras", "steps alone")
 

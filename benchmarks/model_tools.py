@@ -45,8 +45,8 @@ import numpy as np
 import tensorflow as tf
 
 import keras_inits
-from experiments import data as data_lib
 from experiments import models
+from experiments.data import datasets as data_lib
 
 WIDTH = 256
 BATCH = 256

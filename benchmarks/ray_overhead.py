@@ -32,9 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments import cluster
-from experiments import data as data_lib
 from experiments.config import ExperimentConfig
+from experiments.data import datasets as data_lib
+from experiments.engine import cluster
 
 
 def timed(flags: list[str], logdir: Path) -> float:

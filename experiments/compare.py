@@ -13,7 +13,7 @@ import sys
 
 from absl import app, flags
 
-from experiments import config, flagdefs, presets
+from experiments import config, flagdefs, quiet
 from experiments.errors import ExperimentError
 
 # --preset, --initializers, --model, --depth, --width, --activation,
@@ -115,9 +115,10 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if flagdefs.LIST_PRESETS.value:
-        print(presets.describe())
+        print(config.describe_presets())
         return
     # Deferred: it imports TensorFlow, which --help and --list_presets do not need.
+    quiet.start_tensorflow()
     from experiments import runner
 
     try:

@@ -23,11 +23,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from experiments import data
+from experiments.data import datasets as data
 from experiments.errors import ExperimentError
-from experiments.presets import LESSON_INITIALIZERS, PRESETS
+from experiments.papers.presets import LESSON_INITIALIZERS, PRESETS
+from experiments.specs import check_model, is_own_model, lsuv_settings
 
-MODELS = ("mlp", "cnn")  # the built-in architectures; --model also takes your own
 # Settings that only shape the built-in architectures.
 ARCHITECTURE = ("depth", "width", "activation")
 # Settings that take a list of values, swept as a grid; in the order of `Cell`'s fields.
@@ -44,7 +44,7 @@ _LOGGING_FIELDS = ("preset", "logdir", "experiment", "overwrite", "verbose")
 EXECUTION = ("strategy", "ray_address", "cpus_per_task", "gpus_per_task", "task_retries")
 # The execution settings that only apply with a Ray cluster.
 RAY_ONLY = ("cpus_per_task", "gpus_per_task", "task_retries")
-STRATEGIES = ("none", "mirrored")  # experiments.strategies; named here without TensorFlow
+STRATEGIES = ("none", "mirrored")  # experiments.engine.strategies; named here without TensorFlow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,12 +199,6 @@ def _as_tuples(config: ExperimentConfig) -> ExperimentConfig:
     return dataclasses.replace(config, **lists)
 
 
-def is_own_model(model: str) -> bool:
-    """Whether `model` is your own (`package.module:function` or a `.keras` file), not
-    one of the built-in `MODELS`."""
-    return model not in MODELS
-
-
 def without_architecture(config: ExperimentConfig) -> ExperimentConfig:
     """`config` with the built-in models' depth, width and activation cleared."""
     return dataclasses.replace(config, depth=(None,), width=(None,), activation=(None,))
@@ -245,11 +239,9 @@ def validate(config: ExperimentConfig) -> None:
         raise ExperimentError("--initializers is empty; give at least one spec.")
     if len(set(config.initializers)) != len(config.initializers):
         raise ExperimentError(f"--initializers lists a spec twice: {config.initializers}.")
-    from experiments import models  # Deferred with keras.
-
     for spec in config.initializers:
         try:
-            if models.lsuv_settings(spec) is None:
+            if lsuv_settings(spec) is None:
                 keras_inits.get(spec)
         except (TypeError, ValueError) as error:
             raise ExperimentError(str(error)) from None
@@ -265,7 +257,7 @@ def validate(config: ExperimentConfig) -> None:
         if len(set(values)) != len(values):
             raise ExperimentError(f"--{name} lists a value twice: {','.join(map(str, values))}.")
     for model in config.model:
-        models.check_spec(model)
+        check_model(model)
     own = all(is_own_model(model) for model in config.model)
     if own and (config.depth, config.width, config.activation) != ((None,),) * 3:
         raise ExperimentError(
@@ -322,3 +314,30 @@ def validate(config: ExperimentConfig) -> None:
         )
     if config.task_retries < 0:
         raise ExperimentError(f"--task_retries must be >= 0, got {config.task_retries}.")
+
+
+def describe_presets() -> str:
+    """One paragraph per preset: its description and the settings it sets."""
+    # The lesson sets nothing over the defaults, so it lists the defaults themselves.
+    defaults = ExperimentConfig().results_settings()
+    paragraphs = []
+    for preset in PRESETS.values():
+        settings = preset.settings or defaults
+        lines = [f"{preset.name}: {preset.description}"]
+        lines += [_flag(name, value) for name, value in settings.items()]
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _flag(name: str, value: Any) -> str:
+    """The flag that sets `value`, as a user types it (`--depth=5`, `--nogroup_arms`)."""
+    if isinstance(value, bool):
+        return f"    --{'' if value else 'no'}{name}"
+    return f"    --{name}={_flag_value(value)}"
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, tuple):
+        text = ",".join(map(str, value))
+        return f'"{text}"' if " " in text or "(" in text else text
+    return str(value)

@@ -39,6 +39,11 @@ def read_text(path: str) -> str:
         return file.read()
 
 
+def read_bytes(path: str) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as file:
+        return file.read()
+
+
 def write_text(path: str, text: str) -> None:
     """Writes `text` to `path` through a temporary file renamed over it, so a reader (or
     an interrupted run) never sees a half-written file where the file system renames

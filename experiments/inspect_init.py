@@ -32,10 +32,12 @@ import keras
 import numpy as np
 
 import keras_inits
-from experiments import data as data_lib
-from experiments import models, shapeset
+from experiments import models
 from experiments.config import ARCHITECTURE, ExperimentConfig
+from experiments.data import datasets as data_lib
+from experiments.data import shapeset
 from experiments.errors import ExperimentError
+from experiments.specs import is_builtin, reason
 from keras_inits.diagnosis import Diagnosis, Verdict, plot_profiles
 
 # The per-layer numbers shown for each initializer, as (Diagnosis row key, header).
@@ -149,7 +151,7 @@ def run(
             f"Cannot write {error.filename or 'output'}: {error.strerror}."
         ) from None
     except ValueError as error:  # matplotlib: an image format it does not know
-        raise ExperimentError(f"Cannot write the plot {plot!r}: {_reason(error)}") from None
+        raise ExperimentError(f"Cannot write the plot {plot!r}: {reason(error)}") from None
     return inspection
 
 
@@ -181,7 +183,7 @@ def inspect(
     swept = [name for name in config.swept() if name in ("model", *ARCHITECTURE)]
     groups = {}
     for cell in config.cells():
-        own = not models.is_builtin(cell.model)
+        own = not is_builtin(cell.model)
         if swept in ([], ["activation"]):  # the lesson's way: one column per activation
             key = "own model" if own else cell.activation
         else:
@@ -199,7 +201,7 @@ def inspect(
             )
     descriptions = []
     for name in dict.fromkeys(config.model):
-        if not models.is_builtin(name):
+        if not is_builtin(name):
             descriptions.append(f"{name} (your own), kernels re-drawn per initializer")
         else:
             unit = "units" if name == "mlp" else "3x3 filters"
@@ -271,12 +273,12 @@ def _inspect_saved(config: ExperimentConfig, path: str, with_labels: bool | None
                 )
             )
         except (TypeError, ValueError) as error:
-            raise ExperimentError(f"{spec} cannot initialize {path}: {_reason(error)}") from None
+            raise ExperimentError(f"{spec} cannot initialize {path}: {reason(error)}") from None
         try:
             diagnoses[spec] = keras_inits.diagnose(copy, batch.x, batch.y, loss=loss)
         except (TypeError, ValueError) as error:
             raise ExperimentError(
-                f"Cannot diagnose {path} on the batch: {_reason(error)}"
+                f"Cannot diagnose {path} on the batch: {reason(error)}"
             ) from None
     kernels = sum(row["layout"] != "bias" for row in reports[0].rows)
     description = (
@@ -299,7 +301,7 @@ def _load_model(path: str) -> keras.Model:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad or foreign file.
         raise ExperimentError(
-            f"Cannot load saved model {path!r}: {type(error).__name__}: {_reason(error)}"
+            f"Cannot load saved model {path!r}: {type(error).__name__}: {reason(error)}"
         ) from None
 
 
@@ -327,13 +329,6 @@ def _saved_loss(model: keras.Model, batch: Batch, num_classes: int) -> keras.los
         )
     probabilities = np.all(outputs >= 0) and np.allclose(outputs.sum(axis=1), 1, atol=1e-3)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=not probabilities)
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of an error message, kept short."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ---- The side-by-side table -------------------------------------------------------------

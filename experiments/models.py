@@ -16,27 +16,21 @@ kernels with `keras_inits.reinitialize(..., fallback=...)`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import os
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 import keras_inits
-from experiments import strategies
+from experiments.engine import strategies
 from experiments.errors import ExperimentError
+from experiments.specs import check_model, is_builtin, lsuv_settings, model_factory, reason
 
 if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time either way
     from experiments.config import Cell, ExperimentConfig
-    from experiments.data import Dataset
+    from experiments.data.datasets import Dataset
 
 OUTPUT = "output"
-LSUV = "lsuv"  # the data-dependent spec (see `lsuv_settings`)
-BUILTIN = ("mlp", "cnn")
 # How `keras_inits.reinitialize` marks a kernel it drew with the fallback in its report.
 FALLBACK_MARK = "(fallback"
 
@@ -128,96 +122,6 @@ def build(
 # ---- Your own model, and initializers that refuse some kernels ---------------------------
 
 
-def lsuv_settings(spec: str) -> dict[str, Any] | None:
-    """For `lsuv` or `lsuv(tol=..., max_iters=...)`: the keyword arguments of
-    `keras_inits.lsuv`; None for any other spec (an initializer).
-
-    LSUV is data-dependent, so it is a harness spec rather than an initializer: the
-    run's model is built, then fitted with `keras_inits.lsuv` on the run's probe batch
-    (its first `probe_size` training examples) with the run's seed.
-
-    Raises:
-        ExperimentError: an argument LSUV does not take.
-    """
-    name, kwargs = keras_inits.parse_spec(spec)
-    if name != LSUV:
-        return None
-    unknown = sorted(set(kwargs) - {"tol", "max_iters"})
-    if unknown:
-        raise ExperimentError(
-            f"Initializer spec {spec!r}: lsuv takes tol and max_iters, not {', '.join(unknown)}."
-        )
-    return kwargs
-
-
-def is_builtin(spec: str) -> bool:
-    """Whether `spec` names one of the harness's own architectures (mlp, cnn)."""
-    return spec in BUILTIN
-
-
-def check_spec(spec: str) -> None:
-    """The checks of `--model` that need no data: a built-in name, an importable
-    `package.module:function`, or an existing `.keras` file.
-
-    Raises:
-        ExperimentError: one line saying what is wrong.
-    """
-    if is_builtin(spec):
-        return
-    if spec.endswith(".keras"):
-        if not Path(spec).is_file():
-            raise ExperimentError(f"--model={spec}: no such file.")
-        return
-    if ":" in spec:
-        _factory(spec)
-        return
-    raise ExperimentError(
-        f"Unknown --model {spec!r}; choose mlp, cnn, package.module:function (a function "
-        "(input_shape, num_classes) -> keras.Model) or a path to a .keras file."
-    )
-
-
-def _factory(spec: str) -> Callable[..., Any]:
-    """The function a `package.module:function` spec names, imported."""
-    module_name, _, name = spec.partition(":")
-    if not module_name or not name:
-        raise ExperimentError(f"--model={spec}: give it as package.module:function.")
-    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
-        raise ExperimentError(
-            f"--model={spec}: give the module's import name (package.module, as `python -m` "
-            "takes it), not a file path."
-        )
-    # As `python -m` does: modules in the current directory import (after installed ones).
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        missing = error.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise ExperimentError(
-                f"--model={spec}: no module named {missing!r} (searched: installed packages "
-                "and the current directory)."
-            ) from None
-        raise ExperimentError(
-            f"--model={spec}: importing {module_name} failed: {_reason(error)}"
-        ) from None
-    except Exception as error:  # the user's module may raise anything at import
-        raise ExperimentError(
-            f"--model={spec}: importing {module_name} failed: {type(error).__name__}: "
-            f"{_reason(error)}"
-        ) from None
-    factory = getattr(module, name, None)
-    if factory is None:
-        raise ExperimentError(f"--model={spec}: module {module_name} has no function {name!r}.")
-    if not callable(factory):
-        raise ExperimentError(
-            f"--model={spec}: {module_name}.{name} is a {type(factory).__name__}, not a "
-            "function (input_shape, num_classes) -> keras.Model."
-        )
-    return factory
-
-
 def own_model(
     spec: str, *, input_shape: tuple[int, ...], num_classes: int, x_sample: np.ndarray
 ) -> keras.Model:
@@ -235,12 +139,12 @@ def own_model(
         ExperimentError: one line naming the problem.
     """
     if spec.endswith(".keras"):
-        check_spec(spec)
+        check_model(spec)
         try:
             model = keras.saving.load_model(spec, compile=False)
         except Exception as error:  # Keras raises many types for a bad or foreign file
             raise ExperimentError(
-                f"--model={spec}: cannot load it: {type(error).__name__}: {_reason(error)}"
+                f"--model={spec}: cannot load it: {type(error).__name__}: {reason(error)}"
             ) from None
         made = "the saved model"
         if not isinstance(model, keras.Model):
@@ -248,13 +152,13 @@ def own_model(
                 f"--model={spec}: holds a {type(model).__name__}, not a keras.Model."
             )
     else:
-        factory = _factory(spec)
+        factory = model_factory(spec)
         made = f"{spec.partition(':')[2]}({input_shape}, {num_classes})"
         try:
             model = factory(input_shape, num_classes)
         except Exception as error:  # the user's code may raise anything
             raise ExperimentError(
-                f"--model={spec}: {made} raised {type(error).__name__}: {_reason(error)}"
+                f"--model={spec}: {made} raised {type(error).__name__}: {reason(error)}"
             ) from None
         if not isinstance(model, keras.Model):
             raise ExperimentError(
@@ -296,7 +200,7 @@ def _check_fits(
     except Exception as error:  # a subclassed model fails on the call itself
         raise ExperimentError(
             f"--model={spec}: {made} cannot take the dataset's inputs of shape "
-            f"{(None, *input_shape)}: {type(error).__name__}: {_reason(error)}"
+            f"{(None, *input_shape)}: {type(error).__name__}: {reason(error)}"
         ) from None
     if isinstance(outputs, (list, tuple, dict)):
         raise ExperimentError(
@@ -383,14 +287,14 @@ def initialize(
         try:
             model = build(kind, initializer=fallback, **settings)
         except ValueError as error:
-            raise ValueError(f"the fallback {fallback} cannot either: {_reason(error)}") from None
+            raise ValueError(f"the fallback {fallback} cannot either: {reason(error)}") from None
     else:
         model = own_model(kind, input_shape=input_shape, num_classes=num_classes, x_sample=x_sample)
     try:
         report = keras_inits.reinitialize(model, initializer, seed=seed, fallback=fallback)
     except ValueError as error:
         # The initializer refused a kernel and the fallback refused it too.
-        raise ValueError(f"{_reason(error)} (fallback {fallback})") from None
+        raise ValueError(f"{reason(error)} (fallback {fallback})") from None
     kernels = [
         row for row in report.rows if row["layout"] != "bias" and "recurrent" not in row["weight"]
     ]
@@ -398,11 +302,11 @@ def initialize(
     if kernels and len(fallback_layers) == len(kernels):
         try:
             keras_inits.reinitialize(model, initializer, seed=seed)
-            reason = "every kernel"
+            refusal = "every kernel"
         except ValueError as error:
-            reason = _reason(error)
+            refusal = reason(error)
         raise ValueError(
-            f"it refuses every kernel of the model ({reason}), so every layer would get the "
+            f"it refuses every kernel of the model ({refusal}), so every layer would get the "
             f"fallback {fallback}; choose a model with layers it can initialize (dirac and "
             "delta_orthogonal need convolutions: --model=cnn)."
         )
@@ -456,12 +360,5 @@ def _initialize_run(
         raise
     except (TypeError, ValueError) as error:
         raise ExperimentError(
-            f"{initializer} cannot initialize the model: {_reason(error)}"
+            f"{initializer} cannot initialize the model: {reason(error)}"
         ) from None
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of an error message, kept short."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -8,7 +8,7 @@ together (`training.train_group`), or one at a time with `config.group_arms`
 off. Runs whose entries already exist in `summary.json` are skipped (unless
 `config.overwrite`), the summary is rewritten after every group, and a diverged
 run is recorded without stopping the others. With `config.ray_address` the groups
-run as tasks on a Ray cluster (`experiments.cluster`); a run whose task failed is
+run as tasks on a Ray cluster (`experiments.engine.cluster`); a run whose task failed is
 recorded as `failed` with the reason, and trained again by the next invocation.
 It reports one line per run when its group ends (`run 3/6 xavier_normal seed 0:
 epoch 8/8 loss 1.856 test acc 0.237 (group of 6: 12.3 s)`, with how many runs are
@@ -21,52 +21,21 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-from experiments import cluster, files, hparams, models, report, summary
 from experiments import config as config_lib
-from experiments import data as data_lib
-from experiments.config import Cell, ExperimentConfig
+from experiments import files, models
+from experiments.config import ExperimentConfig
+from experiments.data import datasets as data_lib
+from experiments.engine import cluster
+from experiments.engine.training import RUN_DETAILS, Arm, RunResult, run_name, train_group
 from experiments.errors import ExperimentError
-from experiments.training import RUN_DETAILS, Arm, RunResult, run_name, train_group
-
-RunKey = tuple[str, int, Cell]  # initializer spec, seed, cell
-
-
-@dataclasses.dataclass(frozen=True)
-class Group:
-    """Runs that train together: the initializers of one cell and seed."""
-
-    cell: Cell
-    seed: int
-    initializers: tuple[str, ...]
-
-    def runs(self) -> list[RunKey]:
-        return [(spec, self.seed, self.cell) for spec in self.initializers]
-
-
-def plan(config: ExperimentConfig, done: Collection[RunKey] = ()) -> list[Group]:
-    """The groups of a comparison, in order (cell, then seed), without the runs in `done`;
-    with `config.group_arms` off, every group holds one initializer."""
-    groups = []
-    for cell in config.cells():
-        for seed in config.seeds:
-            todo = tuple(spec for spec in config.initializers if (spec, seed, cell) not in done)
-            if config.group_arms and todo:
-                groups.append(Group(cell, seed, todo))
-            else:
-                groups += [Group(cell, seed, (spec,)) for spec in todo]
-    return groups
-
-
-def all_runs(config: ExperimentConfig) -> list[RunKey]:
-    """Every run of the comparison, in plan order: (initializer, seed, cell)."""
-    grouped = plan(dataclasses.replace(config, group_arms=True))
-    return [key for group in grouped for key in group.runs()]
+from experiments.plan import Group, RunKey, all_runs, plan
+from experiments.results import hparams, report, summary
 
 
 def compare(

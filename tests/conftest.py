@@ -2,7 +2,7 @@
 
 import pytest
 
-from experiments import data
+from experiments.data import datasets as data
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,8 +5,9 @@ import copy
 import pytest
 from absl import flags
 
-from experiments import compare, config, presets
+from experiments import compare, config
 from experiments.errors import ExperimentError
+from experiments.papers import presets
 
 
 def test_split_specs_keeps_commas_inside_parentheses_and_quotes():
@@ -146,7 +147,7 @@ def test_cells_of_your_own_model_have_no_architecture():
 
 
 def test_describe_lists_every_preset():
-    text = presets.describe()
+    text = config.describe_presets()
     for name in presets.PRESETS:
         assert f"{name}: " in text
     assert "--depth=10,20,30" in text

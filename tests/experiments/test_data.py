@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from experiments import data, shapeset
+from experiments.data import datasets as data
+from experiments.data import shapeset
 from experiments.errors import ExperimentError
 
 

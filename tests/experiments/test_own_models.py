@@ -9,12 +9,14 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from absl import flags
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from experiments import compare, config, data, inspect_init, models, runner, training
+from experiments import config, inspect_init, models, runner
+from experiments.data import datasets as data
+from experiments.engine import training
 from experiments.errors import ExperimentError
+from tests.experiments.cli import run_compare
 
 OWN = "tests.experiments.custom_models:small_cnn"
 OWN_LAYERS = ["conv2d", "conv2d_1", "dense"]  # automatic names, the same in every run
@@ -256,20 +258,10 @@ def test_diagnose_takes_your_own_model_and_the_fallback():
     assert list(inspect_init.inspect(cnn).groups["tanh"]) == ["dirac"]
 
 
-def _main(*argv: str) -> None:
-    """`python -m experiments.compare` in this process, flags reset before and after."""
-    flags.FLAGS.unparse_flags()
-    try:
-        flags.FLAGS(["compare", *argv])
-        compare.main(["compare"])
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 def test_console_shows_one_line_per_run(tmp_path, capsys):
     tiny = ["--depth=2", "--width=8", "--train_size=96", "--test_size=32", "--epochs=2"]
     tiny += ["--histogram_every=0", "--seeds=0", f"--logdir={tmp_path}"]
-    _main(*tiny, "--initializers=xavier_normal,zeros")
+    run_compare(*tiny, "--initializers=xavier_normal,zeros")
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[2].startswith("results: ")
     for line, spec in zip(out, ("xavier_normal", "zeros"), strict=False):
@@ -278,7 +270,7 @@ def test_console_shows_one_line_per_run(tmp_path, capsys):
             r"\(group of 2: \d+\.\d s\)",
             line,
         ), line
-    _main(*tiny, "--initializers=xavier_normal", "--verbose=2", "--experiment=bars")
+    run_compare(*tiny, "--initializers=xavier_normal", "--verbose=2", "--experiment=bars")
     assert "val_accuracy" in capsys.readouterr().out  # Keras's own epoch lines
 
 
@@ -290,7 +282,7 @@ def test_cli_errors_for_own_models_are_one_line(tmp_path):
         (["--verbose=3"], "--verbose must be 0 (one line per run)"),
     ):
         with pytest.raises(SystemExit) as exit_info:
-            _main(*argv, f"--logdir={tmp_path}")
+            run_compare(*argv, f"--logdir={tmp_path}")
         text = str(exit_info.value.code)
         assert text.startswith("keras-inits-compare: error: ") and "\n" not in text
         assert message in text, text

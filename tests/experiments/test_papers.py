@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import keras_inits
-from experiments import data, models
+from experiments import models
+from experiments.data import datasets as data
 
 
 @pytest.fixture(scope="module")

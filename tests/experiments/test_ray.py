@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import cluster, config, runner
+from experiments import config, runner
+from experiments.engine import cluster
 from experiments.errors import ExperimentError
 from tests.experiments import test_strategies
 

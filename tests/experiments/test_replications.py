@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from experiments import config, models, replications, runner
+from experiments import config, models, runner, specs
 from experiments.config import Cell
 from experiments.errors import ExperimentError
+from experiments.papers import replications
 
 
 def _entry(initial, final, status="ok", run_dir="run"):
@@ -66,7 +67,7 @@ def test_a_diverged_arm_counts_as_not_training():
 def test_the_he2015_preset_sweeps_depth_and_says_so_in_its_report(tmp_path):
     settings = config.resolve("he2015")
     assert len(settings.depth) >= 2 and max(settings.depth) == 30
-    from experiments.presets import PRESETS
+    from experiments.papers.presets import PRESETS
 
     assert PRESETS["he2015"].replication is replications.HE2015
 
@@ -144,8 +145,8 @@ def test_mishkin2016_needs_lsuv_as_fast_as_the_best_fan_based_init():
 
 
 def test_lsuv_is_a_harness_spec_fitted_on_the_probe_batch(tmp_path):
-    assert models.lsuv_settings("lsuv(tol=0.05, max_iters=3)") == {"tol": 0.05, "max_iters": 3}
-    assert models.lsuv_settings("orthogonal") is None
+    assert specs.lsuv_settings("lsuv(tol=0.05, max_iters=3)") == {"tol": 0.05, "max_iters": 3}
+    assert specs.lsuv_settings("orthogonal") is None
     with pytest.raises(ExperimentError, match="lsuv takes tol and max_iters, not tolerance"):
         config.resolve(initializers=("lsuv(tolerance=0.1)",))
     settings = config.resolve(
@@ -234,7 +235,7 @@ def test_glorot2010_checks_table_1s_order_in_test_error():
 
 
 def _xiao_groups(delta_final, gaussian_final):
-    cell = Cell("experiments.paper_models:xiao2018_cnn", None, None, None, "sgd", 0.01, 32)
+    cell = Cell("experiments.papers.architectures:xiao2018_cnn", None, None, None, "sgd", 0.01, 32)
     groups = {
         (cell, "delta_orthogonal"): [_entry(2.20, delta_final), _entry(2.20, delta_final)],
         (cell, "lecun_normal"): [_entry(2.197, gaussian_final), _entry(2.197, gaussian_final)],
@@ -260,7 +261,7 @@ def test_xiao2018_needs_delta_orthogonal_to_train_and_the_gaussian_to_stall_or_t
 
 def test_the_xiao2018_model_is_a_deep_vanilla_tanh_cnn():
     model = models.initialize(
-        "experiments.paper_models:xiao2018_cnn",
+        "experiments.papers.architectures:xiao2018_cnn",
         input_shape=(32, 32, 1),
         num_classes=9,
         x_sample=np.zeros((2, 32, 32, 1), "float32"),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import config, plots, report
+from experiments import config
+from experiments.results import plots, report
 
 XAVIER, KAIMING = "xavier_normal", "kaiming_normal"
 CELL_FIELDS = ("model", "depth", "width", "activation", "optimizer", "learning_rate", "batch_size")

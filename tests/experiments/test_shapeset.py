@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from experiments import shapeset
+from experiments.data import shapeset
 
 
 def test_deterministic_in_seed():
@@ -59,7 +59,7 @@ def test_empty_request():
 
 def test_not_prefix_stable():
     # Labels come first for all images, so a smaller count is a different dataset:
-    # experiments.data caches each (count, seed) on its own rather than slicing.
+    # experiments.data.datasets caches each (count, seed) on its own rather than slicing.
     x_large, y_large = shapeset.generate(100, seed=5)
     x_small, y_small = shapeset.generate(50, seed=5)
     np.testing.assert_array_equal(y_large[:50], y_small)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from experiments import config, models, runner, strategies, towers
-from experiments.data import load
+from experiments import config, models, runner
+from experiments.data.datasets import load
+from experiments.engine import strategies, towers
 from experiments.errors import ExperimentError
 from tests.experiments import test_towers
 

@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
-from experiments import config, models, runner, stacked, summary, towers, training
-from experiments.data import load
+from experiments import config, models, runner
+from experiments.data.datasets import load
+from experiments.engine import stacked, towers, training
+from experiments.engine.training import batches_per_epoch, training_batches
 from experiments.errors import ExperimentError
-from experiments.training import batches_per_epoch, training_batches
+from experiments.results import summary
 
 SPECS = ("xavier_normal", "random_normal(stddev=0.1)", "kaiming_uniform")
 TINY = dict(

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from experiments import stacked, towers
+from experiments.engine import stacked, towers
 from keras_inits import SignalHistograms
 
 # Keras's epoch logs -> the run's history keys and TensorBoard scalar tags.

@@ -59,7 +59,7 @@ def build_group(arms: Sequence[keras.Model], input_shape: tuple[int, ...]) -> ke
 
 class Towers:
     """The group engine for any architecture: the arms as the towers of one model
-    (`build_group`). `experiments.stacked.StackedArms` is the same interface for MLPs.
+    (`build_group`). `experiments.engine.stacked.StackedArms` is the same interface for MLPs.
 
     Attributes:
         name: the engine's name in each run's summary entry (`engine`).

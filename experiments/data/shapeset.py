@@ -13,7 +13,7 @@ into each object's own frame and testing a canonical shape there, so 10,000
 images take about half a second on one core. Output is a pure function of `(count, seed)`,
 but not prefix-stable: the first k of `generate(n, seed)` differ from `generate(k, seed)`
 (labels are drawn for all n images before any pixel), so each count is its own dataset.
-`experiments.data` caches the arrays on disk under `VERSION`.
+`experiments.data.datasets` caches the arrays on disk under `VERSION`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 # Bump whenever a change alters what `generate` returns for some (count, seed): it is
-# part of the names of cached arrays (experiments.data), so stale caches are ignored.
+# part of the names of cached arrays (experiments.data.datasets), so stale caches are ignored.
 VERSION = 1
 SIZE = 32
 CLASSES = ("T", "P", "E", "TP", "PE", "TE", "TT", "PP", "EE")

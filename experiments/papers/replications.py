@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from experiments.paper_models import XIAO_DEPTH, XIAO_WIDTH
+from experiments.papers.architectures import XIAO_DEPTH, XIAO_WIDTH
 
 # (cell, initializer) -> that group's summary entries, one per seed (`report.group`).
 Groups = Mapping[tuple[Any, str], Sequence[dict[str, Any]]]

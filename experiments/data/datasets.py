@@ -2,7 +2,10 @@
 
 `--dataset` takes `shapeset` (synthesized, no download), `npz:PATH` (a NumPy
 archive with `x_train`, `y_train` and optionally `x_test`, `y_test`) or one of
-`KERAS_DATASETS` (downloaded by Keras, so only for users who are online).
+`KERAS_DATASETS` (downloaded by Keras, so only for users who are online). From
+Python (`experiments.run`), arrays already in memory take part too: `register_arrays`
+names them `arrays:<digest of their contents>`, a name this process then loads like
+any other (the same arrays always get the same name, so a comparison resumes).
 Images stored as integers (uint8) are mapped from [0, 255] to [-1, 1] like
 Shapeset's pixels; float data is used as it is.
 
@@ -19,6 +22,7 @@ no caching.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -26,15 +30,18 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import shapeset
+from experiments.data import shapeset
 from experiments.errors import ExperimentError
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 NPZ_PREFIX = "npz:"
+ARRAYS_PREFIX = "arrays:"
 # Fixed, so every seed and every initializer sees the same synthesized examples;
 # the test set is drawn with SHAPESET_SEED + 1, independently of the train set.
 SHAPESET_SEED = 2010
 CACHE_ENV = "KERAS_INITS_CACHE"
+# Arrays handed over from Python in this process, by their `arrays:` name.
+_REGISTERED: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +74,13 @@ def check_name(name: str) -> None:
     if name.startswith(NPZ_PREFIX):
         _read_npz(Path(name[len(NPZ_PREFIX) :]), arrays=False)
         return
+    if name.startswith(ARRAYS_PREFIX):
+        if name not in _REGISTERED:
+            raise ExperimentError(
+                f"No arrays named {name!r} in this process; pass the arrays themselves "
+                "(experiments.run(data=...)) rather than their name."
+            )
+        return
     choices = ", ".join(("shapeset", *KERAS_DATASETS, "npz:PATH"))
     raise ExperimentError(f"Unknown dataset {name!r}; choose one of {choices}.")
 
@@ -84,7 +98,10 @@ def load(name: str, train_size: int, test_size: int) -> Dataset:
     elif name in KERAS_DATASETS:
         (x_train, y_train), (x_test, y_test) = _download(name)
     else:
-        x_train, y_train, x_test, y_test = _read_npz(Path(name[len(NPZ_PREFIX) :]))
+        if name.startswith(ARRAYS_PREFIX):
+            x_train, y_train, x_test, y_test = _REGISTERED[name]
+        else:
+            x_train, y_train, x_test, y_test = _read_npz(Path(name[len(NPZ_PREFIX) :]))
         if x_test is None:
             if len(x_train) < 2:
                 raise ExperimentError(f"{name} has fewer than 2 examples to split.")
@@ -96,6 +113,42 @@ def load(name: str, train_size: int, test_size: int) -> Dataset:
     x_test, y_test = _prepare(name, x_test[:test_size], y_test[:test_size])
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(name, x_train, y_train, x_test, y_test, num_classes)
+
+
+def register_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray | None = None,
+    y_test: np.ndarray | None = None,
+) -> str:
+    """Names arrays held in memory as a dataset of this process: `arrays:<digest>`.
+
+    Labels are integer classes of shape (n,) (or (n, 1)); integer images are mapped
+    to [-1, 1] and float inputs kept, as for `.npz` files. Without a test split the
+    last examples are held out, as for an `.npz` file without one. The digest covers
+    every array's shape, dtype and bytes: the same data always has the same name, and
+    a comparison on it resumes rather than retrains.
+
+    Raises:
+        ExperimentError: arrays of mismatched lengths, or only one of x_test, y_test.
+    """
+    if (x_test is None) != (y_test is None):
+        raise ExperimentError("data: give both x_test and y_test, or neither.")
+    arrays = [np.asarray(a) for a in (x_train, y_train, x_test, y_test) if a is not None]
+    for x, y in zip(arrays[::2], arrays[1::2], strict=True):
+        if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
+            raise ExperimentError(
+                f"data: expected non-empty inputs of shape (n, ...) with n labels, got "
+                f"inputs of shape {x.shape} and labels of shape {y.shape}."
+            )
+    digest = hashlib.sha1()
+    for array in arrays:
+        digest.update(f"{array.shape}{array.dtype.str}".encode())
+        digest.update(np.ascontiguousarray(array).data)
+    name = ARRAYS_PREFIX + digest.hexdigest()[:12]
+    test = arrays[2:] or [None, None]
+    _REGISTERED[name] = (arrays[0], arrays[1], *test)
+    return name
 
 
 def cache_dir() -> Path:

@@ -1,6 +1,6 @@
 """MLP arms trained as one stack: layer i of every arm in one tensor.
 
-Towers (`experiments.towers`) put the arms side by side as separate models, so
+Towers (`experiments.engine.towers`) put the arms side by side as separate models, so
 a step runs one thin matrix product per arm and layer. When the arms are MLPs of
 one shape (Flatten, then Dense layers), the group is instead one model whose
 layer i holds every arm's layer i (kernel `(arms, in, out)`): one batched matrix
@@ -25,7 +25,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from experiments import towers
+from experiments.engine import towers
 
 # Dense options that a stacked layer does not reproduce; an arm using one trains as a tower.
 _DENSE_EXTRAS = (

@@ -1,7 +1,7 @@
 """A group of runs trained together: every initializer of one cell and seed.
 
 The arms of a group differ only in the initializer; they train as the towers of
-one compiled model (`experiments.towers`), each with its own metrics, TensorBoard
+one compiled model (`experiments.engine.towers`), each with its own metrics, TensorBoard
 run, HParams and histograms, exactly as each would train alone (with
 `--nogroup_arms` every group holds one arm).
 
@@ -32,10 +32,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from experiments import files, hparams, models, stacked, strategies, towers
+from experiments import files, models
 from experiments.config import Cell, ExperimentConfig
-from experiments.data import Dataset
-from experiments.monitor import ArmLog, GroupMonitor
+from experiments.data.datasets import Dataset
+from experiments.engine import stacked, strategies, towers
+from experiments.engine.monitor import ArmLog, GroupMonitor
+from experiments.results import hparams
 from keras_inits import SignalHistograms
 
 # Each run folder's per-epoch history and layer profiles, for the report.

@@ -1,5 +1,6 @@
 """Architectures of paper presets that the built-in mlp and cnn do not express, as
-`--model=experiments.paper_models:<name>` functions `(input_shape, num_classes) -> Model`."""
+`--model=experiments.papers.architectures:<name>` functions
+`(input_shape, num_classes) -> Model`."""
 
 from __future__ import annotations
 

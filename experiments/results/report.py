@@ -16,9 +16,10 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments import files, plots, summary
+from experiments import files
 from experiments.config import SWEPT, Cell, ExperimentConfig, is_own_model
-from experiments.presets import PRESETS
+from experiments.papers.presets import PRESETS
+from experiments.results import plots, summary
 
 REPORT_NAME = "report.md"
 FIGURES = {

@@ -1,7 +1,7 @@
 """`--ray_address`: a comparison's groups of arms as tasks on a Ray cluster.
 
 Runs are independent, so a comparison spreads over a cluster without a scheduler
-of our own: each group of arms (`runner.Group`) is one Ray task that reserves
+of our own: each group of arms (`plan.Group`) is one Ray task that reserves
 `--cpus_per_task` CPUs and `--gpus_per_task` GPUs, trains its arms with
 `training.train_group` and writes their TensorBoard run folders (and `run.json`)
 itself. The dataset goes to Ray's object store once. The driver keeps the
@@ -44,9 +44,9 @@ from experiments.config import ExperimentConfig
 from experiments.errors import ExperimentError
 
 if TYPE_CHECKING:
-    from experiments.data import Dataset
-    from experiments.runner import Group
-    from experiments.training import Arm, RunResult
+    from experiments.data.datasets import Dataset
+    from experiments.engine.training import Arm, RunResult
+    from experiments.plan import Group
 
 # What every worker needs in its environment: the harness runs on TensorFlow.
 WORKER_ENV = {"KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "1"}
@@ -240,7 +240,7 @@ def _use_cpus(cpus: float) -> None:
 
 def _warm(cpus: float) -> None:
     _use_cpus(cpus)
-    import experiments.training  # noqa: F401  (TensorFlow, Keras, the plugin)
+    import experiments.engine.training  # noqa: F401  (TensorFlow, Keras, the plugin)
 
 
 def warm_up(config: ExperimentConfig, groups: int) -> None:
@@ -262,7 +262,7 @@ def train_task(
 ) -> tuple[list[RunResult], float]:
     """One Ray task: trains a group on the worker; returns its results and wall time."""
     _use_cpus(config.cpus_per_task)
-    from experiments.training import train_group
+    from experiments.engine.training import train_group
 
     started = time.perf_counter()
     results = train_group(config, data, cell=group.cell, seed=group.seed, arms=arms)

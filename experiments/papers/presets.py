@@ -1,6 +1,7 @@
 """Named experiments: each preset is a set of settings applied over the `lesson` defaults.
 
-Explicit flags win over the preset. `describe()` is what `--list_presets` prints.
+Explicit flags win over the preset. `config.describe_presets()` is what `--list_presets`
+prints.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.replications import (
+from experiments.papers.replications import (
     GLOROT2010,
     HE2015,
     KLAMBAUER2017,
@@ -165,12 +166,12 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "xiao2018",
-            "Xiao et al. (2018): a 32-layer vanilla tanh CNN (experiments.paper_models:"
+            "Xiao et al. (2018): a 32-layer vanilla tanh CNN (experiments.papers.architectures:"
             "xiao2018_cnn); delta-orthogonal kernels train it, Gaussian kernels of the same "
             "variance (lecun_normal) stall or trail far behind.",
             {
                 "initializers": ("delta_orthogonal", "lecun_normal"),
-                "model": ("experiments.paper_models:xiao2018_cnn",),
+                "model": ("experiments.papers.architectures:xiao2018_cnn",),
                 "optimizer": "sgd",
                 "learning_rate": 0.01,
                 "momentum": 0.9,
@@ -183,32 +184,3 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
-
-
-def describe() -> str:
-    """One paragraph per preset: its description and the settings it sets."""
-    from experiments.config import ExperimentConfig  # config imports this module
-
-    # The lesson sets nothing over the defaults, so it lists the defaults themselves.
-    defaults = ExperimentConfig().results_settings()
-    paragraphs = []
-    for preset in PRESETS.values():
-        settings = preset.settings or defaults
-        lines = [f"{preset.name}: {preset.description}"]
-        lines += [_flag(name, value) for name, value in settings.items()]
-        paragraphs.append("\n".join(lines))
-    return "\n\n".join(paragraphs)
-
-
-def _flag(name: str, value: Any) -> str:
-    """The flag that sets `value`, as a user types it (`--depth=5`, `--nogroup_arms`)."""
-    if isinstance(value, bool):
-        return f"    --{'' if value else 'no'}{name}"
-    return f"    --{name}={_flag_value(value)}"
-
-
-def _flag_value(value: Any) -> str:
-    if isinstance(value, tuple):
-        text = ",".join(map(str, value))
-        return f'"{text}"' if " " in text or "(" in text else text
-    return str(value)

@@ -1,0 +1,164 @@
+"""The strings a user gives for models and data-dependent initializers, checked without
+building anything.
+
+`--model` takes a built-in architecture (`MODELS`), an importable
+`package.module:function` or a `.keras` file; an initializer spec may be `lsuv(...)`,
+which the harness runs itself after building the model. Settings (`experiments.config`)
+validate these strings here, and the model builders (`experiments.models`) read them
+here too, so settings never import the builders.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import ExperimentError
+
+MODELS = ("mlp", "cnn")  # the built-in architectures; --model also takes your own
+LSUV = "lsuv"  # the data-dependent spec (see `lsuv_settings`)
+# Model functions passed from Python (`experiments.run(model=fn)`) that no import reaches.
+_REGISTERED_MODELS: dict[str, Callable[..., Any]] = {}
+
+
+def is_builtin(spec: str) -> bool:
+    """Whether `spec` names one of the harness's own architectures (mlp, cnn)."""
+    return spec in MODELS
+
+
+def is_own_model(spec: str) -> bool:
+    """Whether `spec` is your own model (`package.module:function` or a `.keras` file),
+    not one of the built-in `MODELS`."""
+    return not is_builtin(spec)
+
+
+def lsuv_settings(spec: str) -> dict[str, Any] | None:
+    """For `lsuv` or `lsuv(tol=..., max_iters=...)`: the keyword arguments of
+    `keras_inits.lsuv`; None for any other spec (an initializer).
+
+    LSUV is data-dependent, so it is a harness spec rather than an initializer: the
+    run's model is built, then fitted with `keras_inits.lsuv` on the run's probe batch
+    (its first `probe_size` training examples) with the run's seed.
+
+    Raises:
+        ExperimentError: an argument LSUV does not take.
+    """
+    import keras_inits  # Deferred: it imports Keras, which flag parsing does not need.
+
+    name, kwargs = keras_inits.parse_spec(spec)
+    if name != LSUV:
+        return None
+    unknown = sorted(set(kwargs) - {"tol", "max_iters"})
+    if unknown:
+        raise ExperimentError(
+            f"Initializer spec {spec!r}: lsuv takes tol and max_iters, not {', '.join(unknown)}."
+        )
+    return kwargs
+
+
+def check_model(spec: str) -> None:
+    """The checks of `--model` that need no data: a built-in name, an importable
+    `package.module:function`, or an existing `.keras` file.
+
+    Raises:
+        ExperimentError: one line saying what is wrong.
+    """
+    if is_builtin(spec):
+        return
+    if spec.endswith(".keras"):
+        if not Path(spec).is_file():
+            raise ExperimentError(f"--model={spec}: no such file.")
+        return
+    if ":" in spec:
+        model_factory(spec)
+        return
+    raise ExperimentError(
+        f"Unknown --model {spec!r}; choose mlp, cnn, package.module:function (a function "
+        "(input_shape, num_classes) -> keras.Model) or a path to a .keras file."
+    )
+
+
+def register_model(function: Callable[..., Any]) -> str:
+    """The `--model` spec of a model function passed from Python: `module:qualname`.
+
+    A function an import reaches by that name (defined at a module's top level) is
+    imported by it like any spec, here and on Ray's workers. Any other (defined in a
+    notebook or a script's `__main__`, nested, a lambda) is kept in this process under
+    that name; registering a function of the same name again, as re-running a notebook
+    cell does, replaces it.
+    """
+    module = getattr(function, "__module__", None) or "__main__"
+    qualname = getattr(function, "__qualname__", None) or type(function).__name__
+    spec = f"{module}:{qualname}"
+    if module != "__main__" and "<" not in qualname:
+        try:
+            found = importlib.import_module(module)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError):
+            found = None
+        if found is function:
+            _REGISTERED_MODELS.pop(spec, None)
+            return spec
+    _REGISTERED_MODELS[spec] = function
+    return spec
+
+
+def registered_model(spec: str) -> Callable[..., Any] | None:
+    """The function `register_model` kept in this process under `spec`, or None."""
+    return _REGISTERED_MODELS.get(spec)
+
+
+def model_factory(spec: str) -> Callable[..., Any]:
+    """The function a `package.module:function` spec names: one `register_model` kept,
+    else imported."""
+    if spec in _REGISTERED_MODELS:
+        return _REGISTERED_MODELS[spec]
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise ExperimentError(f"--model={spec}: give it as package.module:function.")
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        raise ExperimentError(
+            f"--model={spec}: give the module's import name (package.module, as `python -m` "
+            "takes it), not a file path."
+        )
+    # As `python -m` does: modules in the current directory import (after installed ones).
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise ExperimentError(
+                f"--model={spec}: no module named {missing!r} (searched: installed packages "
+                "and the current directory)."
+            ) from None
+        raise ExperimentError(
+            f"--model={spec}: importing {module_name} failed: {reason(error)}"
+        ) from None
+    except Exception as error:  # the user's module may raise anything at import
+        raise ExperimentError(
+            f"--model={spec}: importing {module_name} failed: {type(error).__name__}: "
+            f"{reason(error)}"
+        ) from None
+    factory = getattr(module, name, None)
+    if factory is None:
+        raise ExperimentError(f"--model={spec}: module {module_name} has no function {name!r}.")
+    if not callable(factory):
+        raise ExperimentError(
+            f"--model={spec}: {module_name}.{name} is a {type(factory).__name__}, not a "
+            "function (input_shape, num_classes) -> keras.Model."
+        )
+    return factory
+
+
+def reason(error: BaseException) -> str:
+    """The first line of an error message, kept short."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
