@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Extra flags for the harness, e.g. make compare ARGS="--preset=he2015" (same for diagnose)
 ARGS ?=
 
-.PHONY: venv test lint compare diagnose benchmark clean
+.PHONY: venv test lint compare diagnose benchmark docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,15 @@ benchmark: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/model_tools.py
 	KERAS_BACKEND=tensorflow $(BIN)/python benchmarks/ray_overhead.py
 
+# The documentation site from docs/ and the docstrings into site/; strict: any warning fails.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+# NO_MKDOCS_2_WARNING: Material prints a banner on every build (its end of life, May 2027).
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
