@@ -264,34 +264,32 @@ def validate(config: ExperimentConfig) -> None:
             f"depth, width and activation do not apply to --model={','.join(config.model)} "
             "(your own model brings its own layers); resolve the config with config.resolve."
         )
-    for name in ("train_size", "test_size", "epochs"):
-        if getattr(config, name) < 1:
-            raise ExperimentError(f"--{name} must be >= 1, got {getattr(config, name)}.")
+    for name, least in (
+        ("train_size", 1), ("test_size", 1), ("epochs", 1), ("probe_size", 1),
+        ("histogram_every", 0), ("task_retries", 0),
+    ):
+        value = getattr(config, name)
+        if not _is_int(value) or value < least:
+            raise ExperimentError(f"--{name} must be an integer >= {least}, got {value!r}.")
+    for seed in config.seeds:
+        if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+            raise ExperimentError(
+                f"--seeds must be integers in [0, {MAX_SEED}], got {seed!r}."
+            )
     for name in ("batch_size",) if own else ("depth", "width", "batch_size"):
         for value in getattr(config, name):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ExperimentError(f"--{name} must be integers >= 1, got {value!r}.")
     if config.verbose not in VERBOSITY:
         raise ExperimentError(
             f"--verbose must be 0 (one line per run), 1 (Keras's progress bar) or 2 (Keras's "
             f"line per epoch), got {config.verbose}."
         )
-    if config.probe_size < 1:
-        raise ExperimentError(f"probe_size must be >= 1, got {config.probe_size}.")
-    if config.histogram_every < 0:
-        raise ExperimentError(
-            f"--histogram_every must be >= 0 (0 turns histograms off), "
-            f"got {config.histogram_every}."
-        )
     for rate in config.learning_rate:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
             raise ExperimentError(f"--learning_rate must be numbers > 0, got {rate!r}.")
     if not 0 <= config.momentum < 1:
         raise ExperimentError(f"--momentum must be in [0, 1), got {config.momentum}.")
-    if any(not 0 <= seed <= MAX_SEED for seed in config.seeds):
-        raise ExperimentError(
-            f"--seeds must be integers in [0, {MAX_SEED}], got {config.seeds}."
-        )
     for name in () if own else config.activation:
         try:
             keras.activations.get(name)
@@ -312,8 +310,11 @@ def validate(config: ExperimentConfig) -> None:
             f"--cpus_per_task must be > 0 and --gpus_per_task >= 0, got "
             f"{config.cpus_per_task} and {config.gpus_per_task}."
         )
-    if config.task_retries < 0:
-        raise ExperimentError(f"--task_retries must be >= 0, got {config.task_retries}.")
+
+
+def _is_int(value: Any) -> bool:
+    """An integer, not a bool (True is an int to Python, never a count to a user)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def describe_presets() -> str:

@@ -16,10 +16,14 @@ from __future__ import annotations
 import shutil
 import sys
 
-from absl import app, flags
+from experiments.errors import ExperimentError, missing_harness
 
-from experiments import config, flagdefs, quiet
-from experiments.errors import ExperimentError
+if missing := missing_harness():  # before absl's import fails with a bare ModuleNotFoundError
+    sys.exit(f"keras-inits-diagnose: error: {missing}")
+
+from absl import app, flags  # noqa: E402
+
+from experiments import config, flagdefs, quiet  # noqa: E402
 
 # --preset, --initializers, --model, --depth, --width, --activation,
 # --fallback_initializer, --dataset, --seeds, --probe_size and --list_presets are the

@@ -4,8 +4,9 @@ The same comparison as `python -m experiments.compare`, with the flags as keywor
 arguments and two things a command line cannot pass: a model function and data
 already in memory. Both front doors resolve their settings with `config.resolve`
 and train with `runner.compare`, so a comparison started here writes the same
-TensorBoard runs, `summary.json`/`summary.csv` and `report.md` as `make compare`,
-and the command line resumes it (and the other way round) when the settings agree.
+TensorBoard runs, `summary.json`/`summary.csv` and `report.md` as `make compare`, and
+either resumes what the other started when their settings agree (the same dataset
+flag: arrays held in memory and functions defined in a notebook have no flag).
 
 ```python
 import experiments
@@ -37,7 +38,7 @@ import numpy as np
 from experiments import config as config_lib
 from experiments import quiet, specs
 from experiments.data import datasets
-from experiments.errors import ExperimentError
+from experiments.errors import ExperimentError, missing_harness
 
 if TYPE_CHECKING:
     import keras
@@ -64,8 +65,9 @@ def run(
             (defined in the notebook or imported); or a list of these, swept.
             Default: the preset's.
         data: `(x_train, y_train, x_test, y_test)` or `(x_train, y_train)` NumPy
-            arrays (integer class labels; without a test split the last fifth, or
-            `test_size` examples, is held out), or `(train, test)` / `train` as
+            arrays (integer class labels; uint8 images are mapped to [-1, 1], other
+            inputs used as they are; without a test split a random fifth, or
+            `test_size` examples, is held out with a fixed seed), or `(train, test)` / `train` as
             `tf.data.Dataset`s of `(x, y)` pairs, batched or not (read once into
             memory, so every arm sees the same examples in the same order). Every
             example is used unless `train_size` / `test_size` say otherwise. Default: the preset's
@@ -83,43 +85,56 @@ def run(
         folder, `report.md` and its figures; shown as a table and figures in Jupyter.
 
     Runs already in the experiment's `summary.json` are not trained again, as with
-    `make compare`: after changing a model function, pass `overwrite=True` or another
-    `experiment` name.
+    `make compare`. A model function defined in the notebook is named by its name and a
+    digest of its code and the values it uses, so an edited one trains anew; one
+    imported from a module is named by its import path, like `--model`: after editing
+    that module, pass `overwrite=True`.
 
     Raises:
         ExperimentError: (a `ValueError`) a bad setting or unusable data, before any
             training.
         TypeError: an argument of the wrong type.
+        ModuleNotFoundError: the `harness` extra is not installed (one line saying so).
     """
+    missing = missing_harness()
+    if missing:
+        raise ModuleNotFoundError(f"experiments.run: {missing}")
     quiet.start_tensorflow()  # Deferred: importing the package should not import TensorFlow.
     import keras
 
+    settings = {name: _plain(value) for name, value in settings.items()}
     if initializers is not None:
         settings["initializers"] = tuple(_initializer_spec(i) for i in _listed(initializers))
     if model is not None:
-        settings["model"] = tuple(_model_spec(m) for m in _listed(model))
+        settings["model"] = tuple(_model_spec(m, keras) for m in _listed(model))
+    name = None
     if data is not None:
         if "dataset" in settings:
             raise ExperimentError("Give data or dataset=, not both.")
         x_train, y_train, x_test, y_test = _arrays(data, keras)
-        settings["dataset"] = datasets.register_arrays(x_train, y_train, x_test, y_test)
-        # All the data, unless said otherwise; without a test split, a fifth is held out.
-        settings.setdefault("train_size", len(x_train))
-        settings.setdefault("test_size", len(x_test) if x_test is not None else len(x_train) // 5)
-    experiment = config_lib.resolve(preset, **settings)
-    unpicklable = [
-        spec for spec in experiment.model if specs.registered_model(spec) is not None
-    ]
-    if experiment.ray_address and unpicklable:
-        raise ExperimentError(
-            f"The model function {unpicklable[0]} lives in this process only; Ray's workers "
-            "import models by name: move it into a module and pass 'package.module:function'."
-        )
-    from experiments import runner  # Deferred with TensorFlow.
+        if x_test is None:
+            x_train, y_train, x_test, y_test = _hold_out(x_train, y_train, settings)
+        name = datasets.register_arrays(x_train, y_train, x_test, y_test)
+        settings["dataset"] = name
+        settings.setdefault("train_size", len(x_train))  # all the data, unless said otherwise
+        settings.setdefault("test_size", len(x_test))
+    try:
+        experiment = config_lib.resolve(preset, **settings)
+        in_process = [m for m in experiment.model if specs.registered_model(m) is not None]
+        if experiment.ray_address and in_process:
+            raise ExperimentError(
+                f"The model function {in_process[0]} lives in this process only; Ray's "
+                "workers import models by name: move it into a module and pass "
+                "'package.module:function'."
+            )
+        from experiments import runner  # Deferred with TensorFlow.
 
-    rows = runner.compare(
-        experiment, callbacks=callbacks, progress=progress or (lambda line: None)
-    )
+        rows = runner.compare(
+            experiment, callbacks=callbacks, progress=progress or (lambda line: None)
+        )
+    finally:
+        if name is not None:
+            datasets.forget_arrays(name)  # the arrays stay the caller's, not this module's
     return Results(rows=rows, config=experiment)
 
 
@@ -207,6 +222,36 @@ class Results(Sequence):
         return files.read_text(self.report) if files.exists(self.report) else ""
 
 
+def _plain(value: Any) -> Any:
+    """A setting as the flags give it: NumPy scalars as Python numbers, ranges, lists and
+    arrays as tuples (a comparison's settings are compared by value and saved as JSON)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (range, list, tuple)):
+        return tuple(_plain(item) for item in value)
+    return value
+
+
+def _hold_out(
+    x: np.ndarray, y: np.ndarray, settings: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test): `test_size` examples (default a fifth) drawn at
+    random, with a fixed seed, from arrays without a test split. At random, because
+    arrays are often sorted by class, and a held-out tail would then be one class."""
+    datasets.check_pair(x, y)
+    held = settings.get("test_size", max(1, len(x) // 5))
+    if not isinstance(held, int) or not 0 < held < len(x):
+        raise ExperimentError(
+            f"test_size={held!r}: without a test split, hold out between 1 and "
+            f"{len(x) - 1} of the {len(x)} examples."
+        )
+    test = np.zeros(len(x), bool)
+    test[np.random.default_rng(datasets.SHAPESET_SEED).permutation(len(x))[:held]] = True
+    return x[~test], y[~test], x[test], y[test]
+
+
 def _listed(value: Any) -> list[Any]:
     """`value` as a list: a string, a function or an initializer alone is one value."""
     if isinstance(value, (str, bytes)) or callable(value) or not isinstance(value, Sequence):
@@ -216,7 +261,11 @@ def _listed(value: Any) -> list[Any]:
 
 def _initializer_spec(initializer: Any) -> str:
     """A spec string for `initializer`: a string as it is, an instance by its class and
-    the arguments that differ from the defaults (checked to rebuild the same config)."""
+    the arguments that differ from the defaults (checked to rebuild the same config).
+
+    The seed is left out: the harness reseeds every layer of every run from the run's
+    seed, so two instances that differ only in their seed would train the same arm.
+    """
     if isinstance(initializer, str):
         return initializer
     import keras
@@ -229,7 +278,8 @@ def _initializer_spec(initializer: Any) -> str:
             f"instances, got {type(initializer).__name__}."
         )
     cls = type(initializer)
-    config = initializer.get_config()
+    config = {key: _plain(value) for key, value in initializer.get_config().items()}
+    config.pop("seed", None)
     parameters = inspect.signature(cls.__init__).parameters
     # In the constructor's order, as a user writes them.
     keys = [name for name in parameters if name in config]
@@ -245,19 +295,27 @@ def _initializer_spec(initializer: Any) -> str:
         rebuilt = keras_inits.get(spec)
     except (TypeError, ValueError):
         rebuilt = None
-    if rebuilt is None or type(rebuilt) is not cls or rebuilt.get_config() != config:
+    rebuilt_config = {} if rebuilt is None else _plain(rebuilt.get_config())
+    rebuilt_config.pop("seed", None)
+    if rebuilt is None or type(rebuilt) is not cls or rebuilt_config != config:
         raise TypeError(
-            f"initializers: cannot name {cls.__name__} with config {config} as a spec; "
-            "register the class with keras.saving.register_keras_serializable, or pass a "
-            "spec string."
+            f"initializers: {cls.__name__} with config {config} has no spec string that "
+            "keras_inits.get rebuilds it from; pass a spec string naming one of "
+            "keras_inits.names()."
         )
     return spec
 
 
-def _model_spec(model: Any) -> str:
+def _model_spec(model: Any, keras: Any) -> str:
     """The `--model` spec of `model`: strings as they are, a function by its name."""
     if isinstance(model, str):
         return model
+    if isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"model: got a built {type(model).__name__}; every arm needs a model of its own, "
+            "so pass the function that builds it, or save it (model.save('m.keras')) and "
+            "pass the path."
+        )
     if callable(model):
         return specs.register_model(model)
     raise TypeError(
@@ -290,19 +348,39 @@ def _is_tf_dataset(value: Any) -> bool:
 
 
 def _materialize(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The (x, y) pairs of a tf.data pipeline as two arrays, batched or not."""
+    """The (x, y) pairs of a finite tf.data pipeline as two arrays, batched or not."""
+    import tensorflow as tf
+
     spec = dataset.element_spec
-    if not isinstance(spec, tuple) or len(spec) != 2:
+    if not (
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and all(isinstance(part, tf.TensorSpec) for part in spec)
+    ):
         raise TypeError(
-            f"data: a tf.data.Dataset must yield (x, y) pairs; this one yields {spec}."
+            f"data: a tf.data.Dataset must yield (x, y) pairs of single tensors (inputs, "
+            f"integer labels); this one yields {spec}."
         )
+    if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ExperimentError(
+            "data: the tf.data.Dataset repeats forever; pass it without .repeat()."
+        )
+    # Batched when x and y share a leading axis (the batch's, None or the batch size);
+    # unbatched labels are scalars, or a short vector such as shape (1,).
+    x_shape, y_shape = spec[0].shape, spec[1].shape
+    batched = (
+        x_shape.rank is not None
+        and y_shape.rank is not None
+        and x_shape.rank >= 1
+        and y_shape.rank >= 1
+        and x_shape[0] == y_shape[0]
+    )
     xs, ys = [], []
     for x, y in dataset.as_numpy_iterator():
         xs.append(x)
         ys.append(y)
     if not xs:
         raise ExperimentError("data: a tf.data.Dataset yielded no examples.")
-    batched = spec[1].shape.rank is not None and spec[1].shape.rank >= 1
     join = np.concatenate if batched else np.stack
     return join(xs), join(ys)
 

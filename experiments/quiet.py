@@ -5,9 +5,9 @@ descriptor 2, below Python's `sys.stderr`: the CPU instructions it was not built
 for, oneDNN's notice, "Could not find cuda drivers" and "failed call to cuInit" on a
 machine without a GPU, XLA's service. `TF_CPP_MIN_LOG_LEVEL` does not reach the ones
 written before absl's logging starts, and level 3 would hide real errors too. So
-`start_tensorflow` sets level 1 (information off, warnings and errors on), captures
-descriptor 2 while TensorFlow imports and lists its devices, and writes back every
-captured line but the known start-up notices. The CUDA lines count as notices only
+`start_tensorflow` sets level 1 (information off, warnings and errors on) and, while
+TensorFlow imports and lists its devices, sends descriptor 2 through a filter that
+passes on every line but the known start-up notices. The CUDA lines count as notices only
 where this machine has no NVIDIA driver: on a GPU machine they say why the GPU is
 not used, so they stay. A user who set `TF_CPP_MIN_LOG_LEVEL` gets TensorFlow's
 own behaviour, untouched.
@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,23 +70,40 @@ def _import() -> None:
     tf.config.list_physical_devices()  # where CUDA is tried, and cuInit's failure logged
 
 
+# The filter runs in a process of its own, so that what TensorFlow writes just before it
+# aborts (an unsupported CPU, a broken install) still reaches the terminal.
+_FILTER = """
+import re, sys
+noise = re.compile(sys.argv[1])
+for line in sys.stdin.buffer:
+    if not noise.search(line.decode("utf-8", "replace")):
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+"""
+
+
 @contextlib.contextmanager
 def _filtered_stderr(noise: re.Pattern) -> Iterator[None]:
-    """Captures file descriptor 2 (C++ and Python alike) inside the block, then writes
-    back every line that `noise` does not match, also when the block raised."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
+    """Sends file descriptor 2 (C++ and Python alike) through a filter process inside the
+    block, which writes every line that `noise` does not match to the real stderr, as
+    it comes. Where descriptor 2 is closed, the block runs unfiltered."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a daemon, `2>&-`): nothing to keep quiet
+        yield
+        return
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    # -I -S: the standard library alone, started in milliseconds.
+    command = [sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern]
+    with subprocess.Popen(command, stdin=subprocess.PIPE) as filter_:
+        os.dup2(filter_.stdin.fileno(), 2)
         try:
             yield
         finally:
-            sys.stderr.flush()
+            if sys.stderr is not None:
+                sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
-            sys.stderr.writelines(
-                line for line in text.splitlines(keepends=True) if not noise.search(line)
-            )
-            sys.stderr.flush()
+            filter_.stdin.close()  # the filter drains what is left and ends
+            filter_.wait()

@@ -10,7 +10,10 @@ here too, so settings never import the builders.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -83,29 +86,91 @@ def check_model(spec: str) -> None:
 
 
 def register_model(function: Callable[..., Any]) -> str:
-    """The `--model` spec of a model function passed from Python: `module:qualname`.
+    """The `--model` spec of a model function passed from Python.
 
-    A function an import reaches by that name (defined at a module's top level) is
-    imported by it like any spec, here and on Ray's workers. Any other (defined in a
-    notebook or a script's `__main__`, nested, a lambda) is kept in this process under
-    that name; registering a function of the same name again, as re-running a notebook
-    cell does, replaces it.
+    A function an import reaches by its name (defined at a module's top level) is
+    named `module:function` and imported by that name like any spec, here and on Ray's
+    workers. Any other callable (defined in a notebook or a script's `__main__`, nested,
+    a lambda, a `functools.partial`, a method, a callable object) is kept in this
+    process under `module:name@digest`, the digest covering its code, defaults, the
+    values it closes over, a partial's arguments and an object's attributes: the same
+    function (a notebook cell run again) gets the same spec and resumes, a changed one
+    (an edited cell, another partial) gets another and trains.
     """
-    module = getattr(function, "__module__", None) or "__main__"
-    qualname = getattr(function, "__qualname__", None) or type(function).__name__
-    spec = f"{module}:{qualname}"
-    if module != "__main__" and "<" not in qualname:
-        try:
-            found = importlib.import_module(module)
-            for part in qualname.split("."):
-                found = getattr(found, part)
-        except (ImportError, AttributeError):
-            found = None
-        if found is function:
-            _REGISTERED_MODELS.pop(spec, None)
-            return spec
+    module, name = _origin(function)
+    spec = f"{module}:{name}"
+    if module != "__main__" and "<" not in name and _imported(module, name) is function:
+        return spec
+    spec += "@" + _fingerprint(function)
     _REGISTERED_MODELS[spec] = function
     return spec
+
+
+def _origin(function: Any) -> tuple[str, str]:
+    """Where a callable was defined: (module, qualified name)."""
+    if isinstance(function, functools.partial):
+        return _origin(function.func)
+    if inspect.ismethod(function):
+        function = function.__func__
+    if not inspect.isfunction(function) and not inspect.isbuiltin(function):
+        function = type(function)  # a callable object: its class
+    return getattr(function, "__module__", None) or "__main__", function.__qualname__
+
+
+def _imported(module: str, name: str) -> Any:
+    """What `from module import name` (dotted names inside it too) gives, or None."""
+    try:
+        found = importlib.import_module(module)
+        for part in name.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError):
+        return None
+    return found
+
+
+def _fingerprint(function: Any) -> str:
+    """A short digest of what a callable computes with: its code (nested code included),
+    defaults, closure values, partial arguments, bound object and attributes."""
+    digest = hashlib.sha1()
+
+    def add(value: Any) -> None:
+        digest.update(repr(value).encode())
+
+    def code(block: Any) -> None:
+        digest.update(block.co_code)
+        for constant in block.co_consts:
+            if inspect.iscode(constant):
+                code(constant)
+            else:
+                add(constant)
+
+    def callable_(target: Any) -> None:
+        if isinstance(target, functools.partial):
+            callable_(target.func)
+            add((target.args, sorted(target.keywords.items())))
+        elif inspect.ismethod(target):
+            callable_(target.__func__)
+            state(target.__self__)
+        elif inspect.isfunction(target):
+            code(target.__code__)
+            add((target.__defaults__, target.__kwdefaults__))
+            for cell in target.__closure__ or ():
+                try:
+                    add(cell.cell_contents)
+                except ValueError:  # a cell not filled yet
+                    add(None)
+        else:  # a callable object: its class's __call__ (when written in Python) and state
+            call = type(target).__call__
+            if inspect.isfunction(call):
+                callable_(call)
+            state(target)
+
+    def state(instance: Any) -> None:
+        add(type(instance).__qualname__)
+        add(sorted(getattr(instance, "__dict__", {}).items()))
+
+    callable_(function)
+    return digest.hexdigest()[:8]
 
 
 def registered_model(spec: str) -> Callable[..., Any] | None:

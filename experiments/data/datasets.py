@@ -6,8 +6,8 @@ archive with `x_train`, `y_train` and optionally `x_test`, `y_test`) or one of
 Python (`experiments.run`), arrays already in memory take part too: `register_arrays`
 names them `arrays:<digest of their contents>`, a name this process then loads like
 any other (the same arrays always get the same name, so a comparison resumes).
-Images stored as integers (uint8) are mapped from [0, 255] to [-1, 1] like
-Shapeset's pixels; float data is used as it is.
+Images stored as uint8 are mapped from [0, 255] to [-1, 1] like Shapeset's
+pixels; other data (floats, wider integers) is used as it is, as float32.
 
 Synthesized Shapeset arrays are cached as compressed `.npz` files (under 1 MB per
 10,000 images), so only the first run of a size pays for the synthesis (about
@@ -111,6 +111,11 @@ def load(name: str, train_size: int, test_size: int) -> Dataset:
             y_train, y_test = y_train[:-held_out], y_train[-held_out:]
     x_train, y_train = _prepare(name, x_train[:train_size], y_train[:train_size])
     x_test, y_test = _prepare(name, x_test[:test_size], y_test[:test_size])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ExperimentError(
+            f"{name}: training inputs are {x_train.shape[1:]} per example but test inputs "
+            f"{x_test.shape[1:]}; both splits need the same shape."
+        )
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     return Dataset(name, x_train, y_train, x_test, y_test, num_classes)
 
@@ -136,11 +141,7 @@ def register_arrays(
         raise ExperimentError("data: give both x_test and y_test, or neither.")
     arrays = [np.asarray(a) for a in (x_train, y_train, x_test, y_test) if a is not None]
     for x, y in zip(arrays[::2], arrays[1::2], strict=True):
-        if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
-            raise ExperimentError(
-                f"data: expected non-empty inputs of shape (n, ...) with n labels, got "
-                f"inputs of shape {x.shape} and labels of shape {y.shape}."
-            )
+        check_pair(x, y)
     digest = hashlib.sha1()
     for array in arrays:
         digest.update(f"{array.shape}{array.dtype.str}".encode())
@@ -149,6 +150,20 @@ def register_arrays(
     test = arrays[2:] or [None, None]
     _REGISTERED[name] = (arrays[0], arrays[1], *test)
     return name
+
+
+def check_pair(x: np.ndarray, y: np.ndarray) -> None:
+    """Rejects inputs and labels that cannot be one split: n >= 1 inputs, n labels."""
+    if x.ndim < 2 or len(x) != len(y) or len(x) == 0:
+        raise ExperimentError(
+            f"data: expected non-empty inputs of shape (n, ...) with n labels, got "
+            f"inputs of shape {x.shape} and labels of shape {y.shape}."
+        )
+
+
+def forget_arrays(name: str) -> None:
+    """Drops the arrays `register_arrays` named `name` (nothing if none)."""
+    _REGISTERED.pop(name, None)
 
 
 def cache_dir() -> Path:
@@ -259,7 +274,7 @@ def _prepare(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
         )
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise ExperimentError(f"{name}: labels must be integers >= 0, got dtype {y.dtype}.")
-    if np.issubdtype(x.dtype, np.integer):
+    if x.dtype == np.uint8:  # images: pixels 0..255 to [-1, 1]; other integers are values
         x = x.astype(np.float32) / 127.5 - 1.0
     if x.ndim == 3:  # grey images without a channel axis (mnist)
         x = x[..., None]

@@ -17,9 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from experiments import files
-from experiments.config import SWEPT, Cell, ExperimentConfig, is_own_model
+from experiments.config import SWEPT, Cell, ExperimentConfig
 from experiments.papers.presets import PRESETS
 from experiments.results import plots, summary
+from experiments.specs import is_own_model
 
 REPORT_NAME = "report.md"
 FIGURES = {

@@ -1,6 +1,7 @@
 """`experiments.run`: the notebook's front door trains what the command line trains."""
 
 import json
+from functools import partial
 
 import keras
 import numpy as np
@@ -58,7 +59,8 @@ def test_rows_are_the_summary_and_every_run_trained(from_python):
     assert saved["runs"] == results.rows
     assert len(lines) == 3 and lines[-1].startswith("results: ")
     # The model is the function's: its own layer names reach the summary and the logs.
-    assert results.config.model == (f"{__name__}:from_python.<locals>.build",)
+    (model,) = results.config.model
+    assert model.startswith(f"{__name__}:from_python.<locals>.build@")
     assert tf.io.gfile.exists(f"{results.folder}/{results[0]['run_dir']}/run.json")
 
 
@@ -135,19 +137,30 @@ def test_initializer_instances_become_specs_that_rebuild_them():
     for instance, spec in (
         (keras_inits.XavierUniform(gain=0.5), "xavier_uniform(gain=0.5)"),
         (keras_inits.KaimingNormal(), "kaiming_normal()"),
-        (keras.initializers.RandomNormal(stddev=0.1, seed=3), "RandomNormal(stddev=0.1, seed=3)"),
+        # The seed is left out: the harness reseeds every layer from the run's seed.
+        (keras.initializers.RandomNormal(stddev=0.1, seed=3), "RandomNormal(stddev=0.1)"),
+        (keras.initializers.Orthogonal(gain=np.float64(2.0)), "Orthogonal(gain=2.0)"),
     ):
         assert notebook._initializer_spec(instance) == spec
-        assert keras_inits.get(spec).get_config() == instance.get_config()
+        rebuilt, given = keras_inits.get(spec).get_config(), instance.get_config()
+        rebuilt.pop("seed", None), given.pop("seed", None)
+        assert rebuilt == notebook._plain(given)
 
     class Unregistered(keras.initializers.Initializer):
         def __call__(self, shape, dtype=None):
             return keras.ops.zeros(shape, dtype)
 
-    with pytest.raises(TypeError, match="cannot name Unregistered"):
+    with pytest.raises(TypeError, match="no spec string that keras_inits.get rebuilds"):
         notebook._initializer_spec(Unregistered())
     with pytest.raises(TypeError, match="expected spec strings"):
         notebook._initializer_spec(0.1)
+
+
+def test_settings_from_numpy_are_plain_python():
+    assert notebook._plain(np.arange(3)) == (0, 1, 2)
+    assert type(notebook._plain(np.int64(4))) is int
+    assert notebook._plain(range(2)) == (0, 1)
+    assert notebook._plain([np.float32(0.5), 1]) == (0.5, 1)
 
 
 def test_model_functions_are_named_by_import_when_an_import_reaches_them():
@@ -156,6 +169,64 @@ def test_model_functions_are_named_by_import_when_an_import_reaches_them():
     nested = lambda shape, classes: _built_here(shape, classes)  # noqa: E731
     spec = specs.register_model(nested)
     assert specs.registered_model(spec) is nested and specs.model_factory(spec) is nested
+
+
+def _wide(input_shape, num_classes, width=8):
+    return _built_here(input_shape, num_classes)
+
+
+def test_different_functions_of_one_name_get_different_specs():
+    """A spec names what the model computes with: two partials, two closures or two
+    configured objects never resume each other's runs; the same one does."""
+
+    def closure(width):
+        def build(shape, classes):
+            return _wide(shape, classes, width)
+
+        return build
+
+    class Builder:
+        def __init__(self, width):
+            self.width = width
+
+        def __call__(self, shape, classes):
+            return _wide(shape, classes, self.width)
+
+    for first, second, again in (
+        (partial(_wide, width=4), partial(_wide, width=64), partial(_wide, width=4)),
+        (closure(4), closure(64), closure(4)),
+        (Builder(4), Builder(64), Builder(4)),
+    ):
+        one, other = specs.register_model(first), specs.register_model(second)
+        assert one != other and one.split("@")[0] == other.split("@")[0]
+        assert specs.register_model(again) == one
+
+
+def test_tf_data_pipelines_that_cannot_be_read_are_refused():
+    x_train, y_train, _, _ = _arrays()
+    forever = tf.data.Dataset.from_tensor_slices((x_train, y_train)).repeat()
+    with pytest.raises(ExperimentError, match="repeats forever"):
+        notebook._arrays(forever, keras)
+    named = tf.data.Dataset.from_tensor_slices(({"features": x_train}, y_train))
+    with pytest.raises(TypeError, match="pairs of single tensors"):
+        notebook._arrays(named, keras)
+    # Unbatched labels of shape (1,): stacked per example, not joined.
+    column = tf.data.Dataset.from_tensor_slices((x_train, y_train[:, None]))
+    x, y, _, _ = notebook._arrays(column, keras)
+    assert x.shape == (70, 12) and y.shape == (70, 1)
+
+
+def test_without_a_test_split_a_random_fifth_is_held_out():
+    x = np.arange(100, dtype="float32").reshape(50, 2)
+    y = np.repeat(np.arange(5), 10).astype("int32")  # sorted by class, as arrays often are
+    x_train, y_train, x_test, y_test = notebook._hold_out(x, y, {})
+    assert len(x_test) == 10 and len(x_train) == 40
+    assert len(np.unique(y_test)) > 1  # a tail would be class 4 alone
+    assert sorted(np.concatenate([x_train, x_test])[:, 0]) == sorted(x[:, 0])
+    again = notebook._hold_out(x, y, {})
+    np.testing.assert_array_equal(again[2], x_test)  # the same split every call
+    with pytest.raises(ExperimentError, match="hold out between 1 and 49"):
+        notebook._hold_out(x, y, {"test_size": 50})
 
 
 def test_bad_arguments_fail_before_training(tmp_path):
@@ -172,6 +243,13 @@ def test_bad_arguments_fail_before_training(tmp_path):
             ray_address="local",
             logdir=str(tmp_path),
         )
-    with pytest.raises(ExperimentError, match="--epochs must be >= 1"):
+    with pytest.raises(ExperimentError, match="--epochs must be an integer >= 1"):
         experiments.run(epochs=0, logdir=str(tmp_path))
+    with pytest.raises(TypeError, match="got a built Functional"):
+        experiments.run(model=_built_here((12,), 3), logdir=str(tmp_path))
+    x_train, y_train, x_test, y_test = _arrays()
+    with pytest.raises(ExperimentError, match=r"test inputs \(5,\); both splits"):
+        experiments.run(
+            data=(x_train, y_train, x_test[:, :5], y_test), logdir=str(tmp_path), **TINY
+        )
     assert not list(tmp_path.iterdir())  # nothing was written

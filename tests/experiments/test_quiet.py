@@ -47,3 +47,31 @@ def test_captured_lines_that_are_not_notices_are_written_back(capfd):
     # pytest captures Python's sys.stderr apart from descriptor 2, so the order may differ.
     kept = capfd.readouterr().err.splitlines()
     assert sorted(kept) == ["W0000 a real warning", "a Python warning"]
+
+
+def test_what_is_written_before_an_abort_still_arrives():
+    """TensorFlow aborts on a CPU it cannot run on, right after saying why: the filter
+    lives in its own process, so the reason reaches the terminal."""
+    script = (
+        "import os, re\n"
+        "from experiments import quiet\n"
+        "with quiet._filtered_stderr(re.compile('notice')):\n"
+        "    os.write(2, b'a notice\\nF0000 the CPU lacks AVX\\n')\n"
+        "    os.abort()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert done.stderr.splitlines() == ["F0000 the CPU lacks AVX"]
+
+
+def test_a_closed_stderr_starts_tensorflow_unfiltered():
+    """A daemon or `2>&-` has no descriptor 2 and no sys.stderr: nothing to filter."""
+    script = (
+        "import os, sys\nos.close(2)\nsys.stderr = None\n"
+        "from experiments import quiet\nquiet.start_tensorflow()\nprint('ready')\n"
+    )
+    clean = {key: value for key, value in os.environ.items() if key != quiet.LOG_LEVEL}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=clean
+    )
+    assert (done.returncode, done.stdout) == (0, "ready\n")
