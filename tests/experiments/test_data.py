@@ -33,6 +33,16 @@ def test_npz_with_and_without_test_split(tmp_path):
     np.savez(path, x_train=images[:30], y_train=labels[:30], x_test=images[30:], y_test=labels[30:])
     loaded = data.load(f"npz:{path}", train_size=25, test_size=100)
     assert (len(loaded.x_train), len(loaded.x_test)) == (25, 20)
+    np.testing.assert_array_equal(loaded.x_train[..., 0], images[:25] / 127.5 - 1)
+
+
+def test_integer_features_that_are_not_pixels_keep_their_values(tmp_path):
+    counts = np.arange(40, dtype=np.int64).reshape(20, 2) * 50  # up to 1950: no image
+    path = tmp_path / "counts.npz"
+    np.savez(path, x_train=counts, y_train=np.arange(20) % 2)
+    loaded = data.load(f"npz:{path}", train_size=100, test_size=5)
+    np.testing.assert_array_equal(loaded.x_train, counts[:15].astype(np.float32))
+    assert loaded.x_train.dtype == np.float32
 
 
 def test_bad_npz_files(tmp_path):
