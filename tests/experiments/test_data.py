@@ -33,7 +33,7 @@ def test_npz_with_and_without_test_split(tmp_path):
     np.savez(path, x_train=images[:30], y_train=labels[:30], x_test=images[30:], y_test=labels[30:])
     loaded = data.load(f"npz:{path}", train_size=25, test_size=100)
     assert (len(loaded.x_train), len(loaded.x_test)) == (25, 20)
-    np.testing.assert_array_equal(loaded.x_train[..., 0], images[:25] / 127.5 - 1)
+    np.testing.assert_allclose(loaded.x_train[..., 0], images[:25] / 127.5 - 1, atol=1e-7)
 
 
 def test_integer_features_that_are_not_pixels_keep_their_values(tmp_path):
