@@ -3,10 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Two more installs, each in a venv of its own, checked by make test (see tests/install/).
+CORE_VENV := .venv-core
+LOWEST_VENV := .venv-lowest
 # Extra flags for the harness, e.g. make compare ARGS="--preset=he2015" (same for diagnose)
 ARGS ?=
 
-.PHONY: venv test lint compare diagnose benchmark docs clean
+.PHONY: venv test test-core test-lowest lint compare diagnose benchmark docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +23,32 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # The plugin tests run once per Keras backend; the harness uses TensorFlow only.
-test: lint
+test: lint docs test-core test-lowest
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/plugin
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q tests/plugin
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
+
+# The plugin as `pip install keras-inits` installs it, with JAX: no TensorFlow, TensorBoard or
+# matplotlib. Its model tools work; SignalHistograms and Diagnosis.plot name the extra.
+$(CORE_VENV)/.installed: pyproject.toml
+	rm -rf $(CORE_VENV)
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install --quiet -e . jax
+	touch $@
+
+test-core: $(CORE_VENV)/.installed
+	KERAS_BACKEND=jax $(CORE_VENV)/bin/python tests/install/core_only.py
+
+# The plugin tests under JAX with the lowest versions pyproject.toml declares. Only the
+# plugin's conftest: tests/conftest.py is the harness's.
+$(LOWEST_VENV)/.installed: pyproject.toml tests/install/lowest.txt
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -e . -r tests/install/lowest.txt
+	touch $@
+
+test-lowest: $(LOWEST_VENV)/.installed
+	KERAS_BACKEND=jax $(LOWEST_VENV)/bin/python -m pytest -q --confcutdir=tests/plugin tests/plugin
 
 compare: $(STAMP)
 	KERAS_BACKEND=tensorflow $(BIN)/python -m experiments.compare $(ARGS)
@@ -50,4 +75,4 @@ docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CORE_VENV) $(LOWEST_VENV) build site *.egg-info .pytest_cache .ruff_cache

@@ -7,10 +7,11 @@ activations, the back-propagated gradients dLoss/d(activations), the kernel
 gradients and the kernels, with their std (and saturation or dead-unit
 fractions) as scalars, at step 0 and every `every_n_steps` optimizer steps.
 
-It writes with TensorFlow's summary writer (TensorFlow must be installed; the
-model may run on any backend). Under the TensorFlow backend one snapshot is a
-single compiled `tf.function` call that computes, buckets and writes
-everything; under JAX and PyTorch it runs eagerly and buckets with NumPy.
+It writes with TensorFlow's summary writer, so it needs TensorFlow and TensorBoard
+(`pip install 'keras-inits[harness]'`) even when the model runs on another
+backend. Under the TensorFlow backend one snapshot is a single compiled
+`tf.function` call that computes, buckets and writes everything; under JAX and
+PyTorch it runs eagerly and buckets with NumPy.
 
 Histograms are bucketed by `tf.histogram_fixed_width` (`tf_histograms`) and written
 as the histogram plugin's `[k, 3]` tensor (left edge, right edge, count), which
@@ -31,6 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_inits._extras import HARNESS, require
 from keras_inits.signals import SignalProbe
 
 BINS = 30  # TensorBoard's default bucket count.
@@ -44,15 +46,14 @@ SCALARS = {
 }
 
 
-def _tensorflow():
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise ImportError(
-            "SignalHistograms writes TensorBoard events with TensorFlow's summary writer: "
-            "pip install tensorflow (the model itself may use any Keras backend)."
-        ) from None
-    return tf
+# What the missing-package message says needs TensorFlow and TensorBoard (keras_inits._extras).
+_PURPOSE = "SignalHistograms writes TensorBoard summaries"
+
+
+def _tensorflow() -> Any:
+    """TensorFlow, whose summary writer writes the events (on any Keras backend), or the
+    one-line error that names the extra to install."""
+    return require("tensorflow", HARNESS, _PURPOSE)
 
 
 def histogram_tags(layer: str) -> tuple[str, str, str, str]:
@@ -179,12 +180,11 @@ class SignalHistograms(keras.callbacks.Callback):
     are the optimizer's, so it works with `steps_per_execution > 1` (a snapshot
     falls on the first step at or after each multiple) and across `fit` calls.
 
-    Example:
-
-    >>> model.fit(x_train, y_train, epochs=5, callbacks=[
-    ...     keras.callbacks.TensorBoard("logs/run1"),
-    ...     keras_inits.SignalHistograms(x_train[:256], y_train[:256], "logs/run1"),
-    ... ])
+    Examples:
+        >>> model.fit(x_train, y_train, epochs=5, callbacks=[
+        ...     keras.callbacks.TensorBoard("logs/run1"),
+        ...     keras_inits.SignalHistograms(x_train[:256], y_train[:256], "logs/run1"),
+        ... ])
 
     Args:
         x: one fixed batch of inputs (a few hundred examples is plenty).
@@ -209,7 +209,9 @@ class SignalHistograms(keras.callbacks.Callback):
         subdir: str = "train",
     ):
         super().__init__()
+        # Both are needed only to write, but a missing one is told now, not in `fit`.
         self._tf = _tensorflow()
+        require("tensorboard", HARNESS, _PURPOSE)
         for name, value in (("every_n_steps", every_n_steps), ("bins", bins)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {name}={value!r}.")

@@ -33,6 +33,7 @@ import keras
 import numpy as np
 
 from keras_inits import tables
+from keras_inits._extras import HARNESS, require
 from keras_inits.signals import SignalProbe
 
 THRESHOLDS: dict[str, float] = {"depth_ratio": 10.0, "saturated": 0.5, "dead": 0.5}
@@ -109,7 +110,10 @@ class Diagnosis:
         return self.table()
 
     def plot(self, path: str | Path, title: str | None = None) -> Path:
-        """Writes the depth profile (activation and gradient std per layer) as a PNG."""
+        """Writes the depth profile (activation and gradient std per layer) as a PNG.
+
+        Needs matplotlib (`pip install 'keras-inits[harness]'`); the numbers need nothing.
+        """
         return plot_profiles(path, {title or "model": self})
 
 
@@ -122,11 +126,10 @@ def diagnose(
     norm on its moving statistics), through the backend's own autodiff. The
     weights are not changed.
 
-    Example:
-
-    >>> model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
-    >>> print(keras_inits.diagnose(model, x))          # surrogate loss
-    >>> keras_inits.diagnose(model, x, y, loss="sparse_categorical_crossentropy").to_dict()
+    Examples:
+        >>> model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+        >>> print(keras_inits.diagnose(model, x))          # surrogate loss
+        >>> keras_inits.diagnose(model, x, y, loss="sparse_categorical_crossentropy").to_dict()
 
     Args:
         model: a built Sequential, Functional or subclassed model.
@@ -315,11 +318,11 @@ def plot_profiles(path: str | Path, diagnoses: Mapping[str, Diagnosis]) -> Path:
 
     The figure the harness draws for its own models (Glorot & Bengio's Figs. 6-7),
     for any model; several diagnoses of the same model (one per initializer, say)
-    share the axes.
+    share the axes. Needs matplotlib, which is not a core dependency: without it,
+    a one-line error names the extra that installs it.
     """
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    mpl_figure = require("matplotlib.figure", HARNESS, "Diagnosis.plot draws with matplotlib")
+    figure = mpl_figure.Figure(figsize=(11, 4.5), layout="constrained")
     activations, gradients = figure.subplots(1, 2, sharex=True)
     names: list[str] = []
     for label, diagnosis in diagnoses.items():

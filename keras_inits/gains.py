@@ -110,12 +110,11 @@ def calculate_gain(nonlinearity: str | Callable, param: float | None = None) -> 
     keeps the second moment of a layer's output equal to that of its input
     (for relu this is sqrt(2), torch's value).
 
-    Example:
-
-    >>> keras_inits.calculate_gain("tanh")
-    1.6666666666666667
-    >>> keras_inits.calculate_gain("leaky_relu", 0.2)
-    1.3867504905630728
+    Examples:
+        >>> keras_inits.calculate_gain("tanh")
+        1.6666666666666667
+        >>> keras_inits.calculate_gain("leaky_relu", 0.2)
+        1.3867504905630728
 
     Args:
         nonlinearity: a name from the table, a Keras activation name, or a

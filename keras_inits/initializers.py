@@ -63,11 +63,10 @@ class XavierNormal(_Xavier):
     Unlike Keras's `glorot_normal`, which is truncated at two std, this is the
     distribution of the paper and of PyTorch.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(64, kernel_initializer="xavier_normal")
-    >>> init = keras_inits.XavierNormal(gain=keras_inits.calculate_gain("tanh"), seed=0)
-    >>> values = init(shape=(256, 128))
+    Examples:
+        >>> layer = keras.layers.Dense(64, kernel_initializer="xavier_normal")
+        >>> init = keras_inits.XavierNormal(gain=keras_inits.calculate_gain("tanh"), seed=0)
+        >>> values = init(shape=(256, 128))
 
     Args:
         gain: scaling factor, > 0 (see `calculate_gain`).
@@ -90,9 +89,8 @@ class XavierUniform(_Xavier):
     "normalized initialization" of Glorot & Bengio (2010), eq. 16. Same
     distribution as Keras's `glorot_uniform` for `gain=1`.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(64, kernel_initializer="xavier_uniform")
+    Examples:
+        >>> layer = keras.layers.Dense(64, kernel_initializer="xavier_uniform")
 
     Args:
         gain: scaling factor, > 0 (see `calculate_gain`).
@@ -160,11 +158,10 @@ class KaimingNormal(_Kaiming):
     fan_out (`mode`). With the defaults (relu, fan_in) `Var(W) = 2 / fan_in`.
     Keras's `he_normal` is the truncated variant for relu only.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(64, activation="relu", kernel_initializer="kaiming_normal")
-    >>> init = keras_inits.KaimingNormal(mode="fan_out", nonlinearity="leaky_relu",
-    ...                                  negative_slope=0.2)
+    Examples:
+        >>> layer = keras.layers.Dense(64, activation="relu", kernel_initializer="kaiming_normal")
+        >>> init = keras_inits.KaimingNormal(mode="fan_out", nonlinearity="leaky_relu",
+        ...                                  negative_slope=0.2)
 
     Args:
         negative_slope: the slope of `leaky_relu` for x < 0; only used (and only
@@ -192,13 +189,16 @@ class KaimingUniform(_Kaiming):
     Draws from U(-a, a) with `a = gain * sqrt(3 / fan)`, `gain =
     calculate_gain(nonlinearity, negative_slope)`.
 
-    Example:
-
-    >>> layer = keras.layers.Conv2D(32, 3, activation="relu",
-    ...                             kernel_initializer="kaiming_uniform")
+    Examples:
+        >>> layer = keras.layers.Conv2D(32, 3, activation="relu",
+        ...                             kernel_initializer="kaiming_uniform")
 
     Args:
-        negative_slope, mode, nonlinearity, layout, seed: as `KaimingNormal`.
+        negative_slope: as `KaimingNormal`.
+        mode: as `KaimingNormal`.
+        nonlinearity: as `KaimingNormal`.
+        layout: as `KaimingNormal`.
+        seed: as `KaimingNormal`.
 
     Reference:
         He et al., 2015, https://arxiv.org/abs/1502.01852
@@ -217,9 +217,8 @@ class StandardUniform(FanScaling):
     weight initialization of `nn.Linear` and `nn.ConvNd`
     (`kaiming_uniform_(a=sqrt(5))`), so use it to reproduce a PyTorch model.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(64, kernel_initializer="standard_uniform")
+    Examples:
+        >>> layer = keras.layers.Dense(64, kernel_initializer="standard_uniform")
 
     Args:
         layout: "default", "transpose" or "depthwise", see `compute_fans`.
@@ -249,10 +248,9 @@ class DeltaOrthogonal(SeededInitializer):
     orthogonal, norm-preserving map, which lets very deep vanilla CNNs train.
     Needs `in <= out`.
 
-    Example:
-
-    >>> layer = keras.layers.Conv2D(64, 3, padding="same",
-    ...                             kernel_initializer="delta_orthogonal")
+    Examples:
+        >>> layer = keras.layers.Conv2D(64, 3, padding="same",
+        ...                             kernel_initializer="delta_orthogonal")
 
     Args:
         gain: scaling factor of the centre tap, > 0.
@@ -306,10 +304,9 @@ class Dirac(CheckedInitializer):
     `min(out_per_group, in)` input channels of each group through unchanged.
     Deterministic: it takes no seed.
 
-    Example:
-
-    >>> layer = keras.layers.Conv2D(16, 3, padding="same", kernel_initializer="dirac")
-    >>> grouped = keras.layers.Conv2D(8, 3, groups=2, kernel_initializer=keras_inits.Dirac(2))
+    Examples:
+        >>> layer = keras.layers.Conv2D(16, 3, padding="same", kernel_initializer="dirac")
+        >>> grouped = keras.layers.Conv2D(8, 3, groups=2, kernel_initializer=keras_inits.Dirac(2))
 
     Args:
         groups: the layer's number of groups; `out` must be divisible by it.
@@ -357,10 +354,9 @@ class Sparse(SeededInitializer):
     from N(0, stddev^2). Each unit thus gets a fixed number of non-zero inputs,
     whatever the layer's width.
 
-    Example:
-
-    >>> layer = keras.layers.Dense(256, kernel_initializer="sparse")
-    >>> init = keras_inits.Sparse(sparsity=0.8, stddev=0.05, seed=1)
+    Examples:
+        >>> layer = keras.layers.Dense(256, kernel_initializer="sparse")
+        >>> init = keras_inits.Sparse(sparsity=0.8, stddev=0.05, seed=1)
 
     Args:
         sparsity: the fraction of zeros per column, in [0, 1).

@@ -112,7 +112,14 @@ def _fit(tap: Tap, call, args, kwargs, tol: float, max_iters: int) -> dict[str, 
     scale = 1.0
     with _without_activation(tap.layer), _without_activation(tap.kernel.layer):
         for iteration in range(max_iters + 1):
-            variance = _variance(main_output(call(*args, **kwargs)))
+            output = main_output(call(*args, **kwargs))
+            if 0 in tuple(output.shape):  # some backends return an empty map, others raise
+                raise LSUVError(
+                    f"LSUV: layer {tap.path!r} outputs nothing on x (shape "
+                    f"{tuple(output.shape)}): x is too small for the model, e.g. smaller than "
+                    "a convolution's window."
+                )
+            variance = _variance(output)
             if not math.isfinite(variance):
                 raise LSUVError(
                     f"LSUV: the pre-activation output of layer {tap.path!r} is not finite on x "
@@ -169,10 +176,9 @@ def lsuv(
     branched, nested) and subclassed models all work: a layer is fitted when the
     model first calls it.
 
-    Example:
-
-    >>> model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
-    >>> print(keras_inits.lsuv(model, x_train[:256], seed=0))
+    Examples:
+        >>> model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3))
+        >>> print(keras_inits.lsuv(model, x_train[:256], seed=0))
 
     Args:
         model: a built Keras model.

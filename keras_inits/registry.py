@@ -117,10 +117,9 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
     Values must be Python literals (numbers, strings, None, tuples...).
 
-    Example:
-
-    >>> parse_spec("kaiming_normal(mode='fan_out', nonlinearity='tanh')")
-    ('kaiming_normal', {'mode': 'fan_out', 'nonlinearity': 'tanh'})
+    Examples:
+        >>> parse_spec("kaiming_normal(mode='fan_out', nonlinearity='tanh')")
+        ('kaiming_normal', {'mode': 'fan_out', 'nonlinearity': 'tanh'})
     """
     text = spec.strip()
     usage = "Write it as name(key=value, ...), e.g. 'random_uniform(minval=-0.1, maxval=0.1)'."
@@ -181,15 +180,15 @@ def _build(name: str, kwargs: dict[str, Any], spec: str) -> keras.initializers.I
 def get(spec: Any) -> keras.initializers.Initializer | None:
     """Returns an initializer from a name, a spec string, a config dict or an instance.
 
-    Accepts keras_inits's names and Keras's alike:
+    Accepts keras_inits's names and Keras's alike. An instance (or any callable
+    `(shape, dtype) -> tensor`) is returned as is, None as None, like
+    `keras.initializers.get`.
 
-    >>> keras_inits.get("xavier_normal")
-    >>> keras_inits.get("random_uniform(minval=-0.1, maxval=0.1)")
-    >>> keras_inits.get("kaiming_normal(mode='fan_out', nonlinearity='tanh')")
-    >>> keras_inits.get({"class_name": "XavierNormal", "config": {"gain": 2.0}})
-
-    An instance (or any callable `(shape, dtype) -> tensor`) is returned as is,
-    None as None, like `keras.initializers.get`.
+    Examples:
+        >>> keras_inits.get("xavier_normal")
+        >>> keras_inits.get("random_uniform(minval=-0.1, maxval=0.1)")
+        >>> keras_inits.get("kaiming_normal(mode='fan_out', nonlinearity='tanh')")
+        >>> keras_inits.get({"class_name": "XavierNormal", "config": {"gain": 2.0}})
 
     Raises:
         ValueError: unknown name (with the closest names), unknown argument, or

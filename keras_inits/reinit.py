@@ -238,11 +238,10 @@ def reinitialize(
     (MultiHeadAttention's projections, Bidirectional RNNs...) included.
     Normalization layers and every other non-kernel weight are left untouched.
 
-    Example:
-
-    >>> model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
-    >>> report = keras_inits.reinitialize(model, "kaiming_normal", seed=0)
-    >>> print(report)  # one row per weight: fans, layout and the std drawn
+    Examples:
+        >>> model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
+        >>> report = keras_inits.reinitialize(model, "kaiming_normal", seed=0)
+        >>> print(report)  # one row per weight: fans, layout and the std drawn
 
     Args:
         model: a built Keras model or layer.

@@ -25,7 +25,14 @@ import keras
 import numpy as np
 
 from keras_inits.autodiff import gradients
-from keras_inits.taps import Tap, forward_order, intercept, main_output, replace_main_output
+from keras_inits.taps import (
+    Tap,
+    as_declared,
+    forward_order,
+    intercept,
+    main_output,
+    replace_main_output,
+)
 
 # Saturation as Glorot & Bengio measure it: tanh'(a) = 1 - a^2 < 0.19 for |a| > 0.9.
 SATURATED_ABOVE = 0.9
@@ -147,6 +154,7 @@ class SignalProbe:
         seed: int = 0,
     ):
         self.model = model
+        x = as_declared(model, x)  # Keras warns on every call with another structure
         self.taps, self.specs, outputs = forward_order(model, x)
         flat = keras.tree.flatten(outputs)
         self._single_output = len(flat) == 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import keras
 import numpy as np
+from keras.src.models.functional import Functional  # Keras exports no Functional type
 
 from keras_inits.kernels import Kernel, find_kernels
 
@@ -118,12 +119,49 @@ def check_batch(x: Any) -> Any:
     return x
 
 
+def as_declared(model: keras.layers.Layer, x: Any) -> Any:
+    """`x` in the structure of the inputs a Functional (or Sequential) model declares.
+
+    Keras takes an array for a model built with `inputs=[inp]`, `[x]` for one built
+    with `inputs=inp`, or a list for one built with a dict of inputs, but warns on
+    every call ("The structure of `inputs` doesn't match the expected structure").
+    The arrays are the same, in the same order (Keras pairs them by position), so
+    they are packed into the declared structure before the model is called. Left
+    as they are: a dict (Keras pairs it with the inputs by name), a different
+    number of arrays (`call_model` says what is wrong), a subclassed model (it
+    declares no inputs), and a list for a dict of inputs whose keys are not in
+    sorted order (the pairing is ambiguous: Keras 3.8 and later refuse it).
+    """
+    declared = _declared_inputs(model)
+    if declared is None or isinstance(x, dict):
+        return x
+    if isinstance(declared, dict) and list(declared) != sorted(declared):
+        return x
+    arrays = keras.tree.flatten(x)
+    if len(arrays) != len(keras.tree.flatten(declared)):
+        return x
+    return keras.tree.pack_sequence_as(declared, arrays)
+
+
+def _declared_inputs(model: keras.layers.Layer) -> Any:
+    """The symbolic inputs of a Functional model in the structure given to `keras.Model`
+    (also for a built Sequential, which calls a Functional inside), or None."""
+    functional = getattr(model, "_functional", None)
+    if functional is None:
+        functional = model
+    if not isinstance(functional, Functional):
+        return None
+    return functional.input
+
+
 def call_model(model: keras.layers.Layer, x: Any, failures: Sequence[Exception] = ()) -> Any:
     """`model(x, training=False)`, with a clear error when `x` does not fit the model.
 
-    A hook that must stop the pass appends its error to `failures` and raises:
-    that error is re-raised as it is, not rewritten by Keras's call wrappers.
+    `x` is first put in the structure the model declares (`as_declared`). A hook
+    that must stop the pass appends its error to `failures` and raises: that
+    error is re-raised as it is, not rewritten by Keras's call wrappers.
     """
+    x = as_declared(model, x)
     mismatch = _input_mismatch(model, x)
     if mismatch:
         raise ValueError(

@@ -338,7 +338,7 @@ def test_max_iters_below_one(max_iters):
 
 
 def test_dataset_or_generator_as_x():
-    import tensorflow as tf
+    tf = pytest.importorskip("tensorflow")  # the one dataset type at hand
 
     model = mlp()
     before = weights_of(model)
@@ -402,6 +402,7 @@ def test_an_input_too_small_for_a_convolution_is_a_clear_error():
         pytest.skip("TensorFlow's CPU convolution returns garbage here instead of raising")
     convs = [keras.layers.Conv2D(2, 5), keras.layers.Conv2D(2, 5)]
     model = keras.Sequential([keras.Input((None, None, 1)), *convs])
-    # x has the declared rank and channels, so the model is called, and fails on it.
-    with pytest.raises(ValueError, match="failed on x"):
+    # x has the declared rank and channels, so the model is called, and fails on it (or,
+    # under older JAX, the second convolution returns an empty map).
+    with pytest.raises(ValueError, match="failed on x|outputs nothing on x"):
         keras_inits.lsuv(model, np.ones((2, 6, 6, 1), "float32"))

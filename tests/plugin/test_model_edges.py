@@ -133,6 +133,7 @@ def test_include_that_is_not_a_selector_is_a_clear_type_error():
 
 
 def test_signal_histograms_reused_on_another_model_starts_its_own_schedule(tmp_path):
+    pytest.importorskip("tensorflow")  # the callback's summary writer (keras-inits[harness])
     callback = keras_inits.SignalHistograms(normal((16, 4)), None, str(tmp_path), 5)
     x, y = normal((40, 4)), normal((40, 2))
     seen = []
