@@ -9,7 +9,7 @@ LOWEST_VENV := .venv-lowest
 # Extra flags for the harness, e.g. make compare ARGS="--preset=he2015" (same for diagnose)
 ARGS ?=
 
-.PHONY: venv test test-core test-lowest lint compare diagnose benchmark docs clean
+.PHONY: venv test test-core test-lowest test-plugin-jax test-plugin-torch lint compare diagnose benchmark docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,19 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# The plugin tests run once per Keras backend; the harness uses TensorFlow only.
-test: lint docs test-core test-lowest
+# The plugin tests run once per Keras backend (and once more with the lowest versions); the
+# harness uses TensorFlow only. The plugin's three runs are mostly single-threaded, so they run
+# side by side (each one's output printed whole when it ends); the harness's run, which spreads
+# over both cores itself, comes after.
+test: lint docs test-core
+	$(MAKE) --jobs=3 --output-sync=target test-lowest test-plugin-jax test-plugin-torch
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q --durations=10 tests
+
+test-plugin-jax: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/plugin
+
+test-plugin-torch: $(STAMP)
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -q tests/plugin
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
 
 # The plugin as `pip install keras-inits` installs it, with JAX: no TensorFlow, TensorBoard or
 # matplotlib. Its model tools work; SignalHistograms and Diagnosis.plot name the extra.

@@ -1,15 +1,27 @@
-"""`python -m experiments.compare` in the test's own process, as the tests call it."""
+"""The harness's command lines in the test's own process, as the tests call them."""
+
+from collections.abc import Callable
 
 from absl import flags
 
-from experiments import compare
+# Both command lines in one process: their shared flags are defined once (flagdefs).
+from experiments import compare, diagnose
+
+
+def _run(main: Callable[[list[str]], None], program: str, argv: tuple[str, ...]) -> None:
+    """`python -m experiments.<program> ARGV...` in this process, flags reset before and
+    after."""
+    flags.FLAGS.unparse_flags()
+    try:
+        flags.FLAGS([program, *argv])
+        main([program])
+    finally:
+        flags.FLAGS.unparse_flags()
 
 
 def run_compare(*argv: str) -> None:
-    """`python -m experiments.compare ARGV...` in this process, flags reset before and after."""
-    flags.FLAGS.unparse_flags()
-    try:
-        flags.FLAGS(["compare", *argv])
-        compare.main(["compare"])
-    finally:
-        flags.FLAGS.unparse_flags()
+    _run(compare.main, "compare", argv)
+
+
+def run_diagnose(*argv: str) -> None:
+    _run(diagnose.main, "diagnose", argv)

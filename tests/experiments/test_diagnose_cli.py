@@ -7,11 +7,10 @@ from pathlib import Path
 
 import keras
 import pytest
-from absl import flags
 
-# Both command lines in one process: their shared flags must not be defined twice.
-from experiments import compare, config, diagnose, inspect_init  # noqa: F401
+from experiments import config, inspect_init
 from keras_inits.diagnosis import Diagnosis
+from tests.experiments.cli import run_diagnose
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--depth=3", "--width=16", "--probe_size=32"]
@@ -19,19 +18,9 @@ SPECS = ("xavier_normal", "random_normal(stddev=0.1)")
 LAYERS = ("hidden_1", "hidden_2", "hidden_3", "output")
 
 
-def _main(*argv: str) -> None:
-    """Runs the command line in this process, flags reset before and after."""
-    flags.FLAGS.unparse_flags()
-    try:
-        flags.FLAGS(["diagnose", *argv])
-        diagnose.main(["diagnose"])
-    finally:
-        flags.FLAGS.unparse_flags()
-
-
 def _error(*argv: str) -> str:
     with pytest.raises(SystemExit) as exit_info:
-        _main(*argv)
+        run_diagnose(*argv)
     message = str(exit_info.value.code)
     assert "\n" not in message and message.startswith("keras-inits-diagnose: error: ")
     return message
@@ -49,7 +38,9 @@ def _table_rows(text: str, names) -> dict[str, list[str]]:
 
 def test_table_json_and_plot(tmp_path, capsys):
     json_path, plot_path = tmp_path / "out" / "d.json", tmp_path / "d.png"
-    _main(*TINY, f"--initializers={','.join(SPECS)}", f"--json={json_path}", f"--plot={plot_path}")
+    run_diagnose(
+        *TINY, f"--initializers={','.join(SPECS)}", f"--json={json_path}", f"--plot={plot_path}"
+    )
     out = capsys.readouterr().out
     # One row per layer in forward order; per initializer act, grad and sat% (tanh).
     rows = _table_rows(out, LAYERS)
@@ -74,7 +65,7 @@ def test_table_json_and_plot(tmp_path, capsys):
 
 
 def test_standard_uniform_vanishes_in_a_deep_tanh_net_and_xavier_does_not(capsys):
-    _main(
+    run_diagnose(
         "--depth=8",
         "--width=16",
         "--probe_size=32",
@@ -157,7 +148,7 @@ def saved_models(tmp_path_factory):
 
 def test_saved_model_on_the_dataset_with_labels(saved_models, capsys):
     images, _ = saved_models
-    _main(
+    run_diagnose(
         f"--saved_model={images}",
         "--initializers=kaiming_normal,xavier_uniform",
         "--probe_size=32",
@@ -180,7 +171,7 @@ def test_saved_model_with_a_normal_batch_reinitializes_fresh_copies(saved_models
     # what was diagnosed before it.
     assert both["kaiming_normal"].layers == alone["kaiming_normal"].layers
     assert both["orthogonal"].layers != both["kaiming_normal"].layers
-    _main(f"--saved_model={vectors}", "--initializers=orthogonal", "--probe_size=32")
+    run_diagnose(f"--saved_model={vectors}", "--initializers=orthogonal", "--probe_size=32")
     out = capsys.readouterr().out
     assert "batch: standard-normal, shape (32, 10)" in out and "surrogate" in out
     assert list(_table_rows(out, ("a", "b", "logits"))) == ["a", "b", "logits"]
