@@ -54,6 +54,13 @@ flags.DEFINE_bool(
     "Train the arms of a cell and seed together, as towers of one compiled model (the same "
     "steps as alone, several times faster); --nogroup_arms trains one arm at a time.",
 )
+flags.DEFINE_bool(
+    "save_models",
+    True,
+    "Keep each run's trained model in its folder as model.keras, and its weights at step 0 "
+    "as initial.weights.h5 (to load the best arm, or recompute the table with plain Keras); "
+    "--nosave_models saves the disk space (about 4 bytes per weight, twice per run).",
+)
 flags.DEFINE_enum(
     "strategy",
     "none",
@@ -104,6 +111,7 @@ _SETTINGS = (
     "experiment",
     "overwrite",
     "group_arms",
+    "save_models",
     "verbose",
     *config.EXECUTION,
 )

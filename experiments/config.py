@@ -38,7 +38,7 @@ VERBOSITY = (0, 1, 2)
 MAX_SEED = 2**31 - 1
 # Settings that change where and how verbosely results are written, not the results:
 # they never enter the derived experiment name.
-_LOGGING_FIELDS = ("preset", "logdir", "experiment", "overwrite", "verbose")
+_LOGGING_FIELDS = ("preset", "logdir", "experiment", "overwrite", "verbose", "save_models")
 # Settings that change where runs execute (devices, a Ray cluster), not their results:
 # they never enter the experiment name either, and a folder may be resumed with others.
 EXECUTION = ("strategy", "ray_address", "cpus_per_task", "gpus_per_task", "task_retries")
@@ -76,6 +76,8 @@ class ExperimentConfig:
     experiment: str = ""
     overwrite: bool = False
     verbose: int = 0
+    # Each run folder keeps the arm's trained model (model.keras) and its weights at step 0.
+    save_models: bool = True
     strategy: str = "none"
     ray_address: str = ""
     cpus_per_task: float = 1.0
@@ -280,6 +282,11 @@ def validate(config: ExperimentConfig) -> None:
         for value in getattr(config, name):
             if not _is_int(value) or value < 1:
                 raise ExperimentError(f"--{name} must be integers >= 1, got {value!r}.")
+    for name in ("group_arms", "overwrite", "save_models"):
+        if not isinstance(getattr(config, name), bool):
+            raise ExperimentError(
+                f"{name} must be True or False, got {getattr(config, name)!r}."
+            )
     if config.verbose not in VERBOSITY:
         raise ExperimentError(
             f"--verbose must be 0 (one line per run), 1 (Keras's progress bar) or 2 (Keras's "

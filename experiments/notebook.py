@@ -30,7 +30,7 @@ import dataclasses
 import html
 import inspect
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -165,6 +165,44 @@ class Results(Sequence):
         from experiments.results.report import REPORT_NAME
 
         return files.join(self.folder, REPORT_NAME)
+
+    def model(self, run: int | Mapping[str, Any], **load_options: Any) -> keras.Model:
+        """A run's trained model, loaded from its folder's `model.keras`.
+
+        Args:
+            run: a row of these results, or its index.
+            **load_options: passed to `keras.saving.load_model`, e.g. `custom_objects`
+                for the layers of your own model.
+
+        Example:
+
+        ```python
+        best = max(results, key=lambda row: row["final_test_accuracy"])
+        model = results.model(best)
+        ```
+
+        Raises:
+            ExperimentError: the run failed, or its folder holds no model (trained with
+                `save_models=False`).
+        """
+        from experiments import files
+        from experiments.engine.training import MODEL_FILE
+
+        row = self.rows[run] if isinstance(run, int) else run
+        if not row.get("run_dir"):
+            raise ExperimentError(
+                f"Run {row['initializer']} seed {row['seed']} has no folder: it "
+                f"{row['status']} ({row.get('error')})."
+            )
+        path = files.join(self.folder, row["run_dir"], MODEL_FILE)
+        if not files.exists(path):
+            raise ExperimentError(
+                f"{path} does not exist: the run was trained with save_models=False; "
+                "run it again with overwrite=True to keep its model."
+            )
+        import keras
+
+        return keras.saving.load_model(path, **load_options)
 
     def figures(self) -> list[tuple[str, str]]:
         """The report's figures, in its order: (title, path of the PNG)."""

@@ -25,6 +25,7 @@ import math
 import os
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +43,11 @@ from keras_inits import SignalHistograms
 
 # Each run folder's per-epoch history and layer profiles, for the report.
 RUN_DETAILS = "run.json"
+# With `config.save_models`, each run folder keeps its arm's model trained (MODEL_FILE) and
+# its weights at step 0 (INITIAL_WEIGHTS, loadable into that model): the best arm can be
+# reloaded, and every number of the summary recomputed with plain Keras.
+MODEL_FILE = "model.keras"
+INITIAL_WEIGHTS = "initial.weights.h5"
 # Smallest batch of the step-0 and per-epoch evaluations: the mean over the set does not
 # depend on it, and batches below this evaluate slower; the training batch, when larger,
 # is known to fit in memory.
@@ -182,6 +188,9 @@ def train_group(
         models.initialize_run(config, cell, data, initializer=arm.initializer, seed=seed)
         for arm in arms
     ]
+    if config.save_models:
+        for arm, initialized in zip(arms, built, strict=True):
+            _save(initialized.model, arm.run_dir, INITIAL_WEIGHTS)
     with strategies.scope(config.strategy):
         optimizer = make_optimizer(cell.optimizer, cell.learning_rate, config.momentum)
         engine = _engine([b.model for b in built], data.input_shape, optimizer)
@@ -252,6 +261,9 @@ def train_group(
     fit_seconds = time.perf_counter() - started
 
     engine.sync(names)
+    if config.save_models:
+        for arm, initialized in zip(arms, built, strict=True):
+            _save(initialized.model, arm.run_dir, MODEL_FILE)
     results = []
     for arm, initialized, log, first in zip(arms, built, logs, initial, strict=True):
         step = monitor.arm_step(log)
@@ -265,6 +277,30 @@ def train_group(
     for arm, (_, details) in zip(arms, results, strict=True):
         files.write_text(files.join(arm.run_dir, RUN_DETAILS), json.dumps(details) + "\n")
     return [RunResult(entry, details, fit_seconds) for entry, details in results]
+
+
+def _save(model: keras.Model, run_dir: str, name: str) -> None:
+    """Saves `model` (`MODEL_FILE`) or its weights (`INITIAL_WEIGHTS`) into `run_dir`.
+
+    A model Keras cannot serialize (a layer of your own without `get_config`) costs a
+    warning, not the run: its logs and numbers are kept.
+    """
+    files.makedirs(run_dir)
+    path = files.join(run_dir, name)
+    try:
+        if name == MODEL_FILE:
+            model.save(path)
+        else:
+            model.save_weights(path)
+    except (NotImplementedError, TypeError, ValueError) as error:
+        # Keras's message spans lines and ends with an example class: its first part says it.
+        reason = " ".join(str(error).split("Example:")[0].split())
+        files.remove(path)  # Keras leaves a partial archive behind
+        warnings.warn(
+            f"{path} not saved ({reason}); give your layers a get_config, or pass "
+            "--nosave_models.",
+            stacklevel=2,
+        )
 
 
 def _engine(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -158,7 +159,7 @@ def test_an_interrupted_comparison_resumes_with_the_missing_run_only(finished, t
 
 def test_a_logdir_uri_gets_everything_through_tensorflows_file_systems(finished):
     """`ram://` is a file system of TensorFlow's (in this process's memory): a comparison
-    written there, as to gs://, has its summary, run details, report, figures and events,
+    written there, as to gs://, has its summary, run details, models, report, figures and events,
     and resumes; nothing lands on the local disk under that name."""
     settings, entries, _ = finished
     uri = dataclasses.replace(settings, logdir="ram://logs")
@@ -172,6 +173,9 @@ def test_a_logdir_uri_gets_everything_through_tensorflows_file_systems(finished)
         run = f"{root}/{entry['run_dir']}"
         assert json.loads(tf.io.gfile.GFile(f"{run}/run.json").read())["history"]["step"]
         assert tf.io.gfile.glob(f"{run}/events.out.tfevents.*")
+        assert tf.io.gfile.exists(f"{run}/{training.INITIAL_WEIGHTS}")
+        model = keras.saving.load_model(f"{run}/{training.MODEL_FILE}")
+        assert model.output_shape == (None, 9)
     assert "## Results" in tf.io.gfile.GFile(f"{root}/report.md").read()
     assert tf.io.gfile.GFile(f"{root}/loss_curves.png", "rb").read()[:4] == b"\x89PNG"
     lines = []
