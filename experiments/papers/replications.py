@@ -125,7 +125,7 @@ def judge_he2015(groups: Groups, details: Mapping[str, dict]) -> Finding:
         earlier = None not in early and early[1] < early[0]
         checks += [both, earlier]
         sentence += (
-            f"; at {shallow} layers both {'train' if both else 'do not both train'} "
+            f"; at {shallow} layers {'both train' if both else 'they do not both train'} "
             f"({_percent(drops[0])}, {_percent(drops[1])}), kaiming_normal "
             f"{'earlier' if earlier else 'not earlier'}"
         )
@@ -135,7 +135,8 @@ def judge_he2015(groups: Groups, details: Mapping[str, dict]) -> Finding:
 
 
 def _percent(drop: float | None) -> str:
-    return "diverged" if drop is None else f"{-drop:+.1%}"
+    # A loss that did not move reads +0.0%, not -0.0%.
+    return "diverged" if drop is None else f"{-drop + 0.0:+.1%}"
 
 
 def _first_epoch_loss(

@@ -1,9 +1,9 @@
 """The report's figures, drawn with matplotlib's object API (no pyplot, no display needed).
 
-Each function writes one PNG. `loss_curves`, `depth_profiles` and
-`activation_histograms` take `groups`: label -> the `run.json` details of that
-label's runs (one per seed); each run names its own layers, so labels of a depth
-sweep may have different layers. `final_loss_sweep` takes summary entries.
+Each function writes one PNG and returns its `Figure`, whose lines hold the numbers drawn.
+`loss_curves`, `depth_profiles` and `activation_histograms` take `groups`: label -> the
+`run.json` details of that label's runs (one per seed); each run names its own layers, so
+labels of a depth sweep may have different layers. `final_loss_sweep` takes summary entries.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _save(figure: Figure, path: str, dpi: int) -> None:
         figure.savefig(file, format="png", dpi=dpi)
 
 
-def loss_curves(path: str, groups: Groups) -> None:
+def loss_curves(path: str, groups: Groups) -> Figure:
     """Train (solid) and test (dashed) loss per epoch, epoch 0 being before any update."""
     figure = Figure(figsize=(11, 4.5), layout="constrained")
     train_axes, test_axes = figure.subplots(1, 2, sharey=True)
@@ -72,9 +72,10 @@ def loss_curves(path: str, groups: Groups) -> None:
     train_axes.set_ylabel("cross-entropy (gaps: diverged)")
     _legend(figure, test_axes, len(groups))
     _save(figure, path, dpi=110)
+    return figure
 
 
-def depth_profiles(path: str, groups: Groups) -> None:
+def depth_profiles(path: str, groups: Groups) -> Figure:
     """Per-layer activation std and back-propagated gradient std at step 0 and at the end.
 
     When the labels' layers differ (a depth sweep), the x axis is the layer's position
@@ -114,9 +115,10 @@ def depth_profiles(path: str, groups: Groups) -> None:
     _legend(figure, grid[0, 1], len(groups))
     figure.suptitle("Per-layer statistics on the probe batch (log scale; zero std not drawn)")
     _save(figure, path, dpi=110)
+    return figure
 
 
-def activation_histograms(path: str, groups: Groups, moment: str) -> None:
+def activation_histograms(path: str, groups: Groups, moment: str) -> Figure:
     """Grid of activation histograms: one row per label, one column per layer.
 
     Drawn from each label's first run (first seed), as in Glorot & Bengio's Fig. 6.
@@ -153,11 +155,12 @@ def activation_histograms(path: str, groups: Groups, moment: str) -> None:
     when = "at step 0" if moment == "initial" else "at the end of training"
     figure.suptitle(f"Activation histograms {when} (probe batch, first seed)")
     _save(figure, path, dpi=100)
+    return figure
 
 
 def final_loss_sweep(
     path: str, setting: str, lines: Mapping[str, Sequence[dict[str, Any]]]
-) -> None:
+) -> Figure:
     """Final training and test loss against the numeric swept `setting`, one line per label.
 
     `lines` maps a label (an initializer, with the other swept settings' values) to its
@@ -197,6 +200,7 @@ def final_loss_sweep(
     left_out = "; diverged runs left out" if any_diverged else ""
     figure.suptitle(f"Final loss against {setting}{left_out}")
     _save(figure, path, dpi=110)
+    return figure
 
 
 def _points(entries: Sequence[dict[str, Any]], setting: str, x: np.ndarray, key: str) -> np.ndarray:

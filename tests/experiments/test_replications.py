@@ -1,6 +1,7 @@
 """Replication verdicts: computed from the runs, reproduced or not as the numbers say."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,8 @@ from experiments import config, models, runner, specs
 from experiments.config import Cell
 from experiments.errors import ExperimentError
 from experiments.papers import replications
+from experiments.papers.replications import STALLS, TRAINS
+from experiments.results import report
 
 
 def _entry(initial, final, status="ok", run_dir="run"):
@@ -18,6 +21,23 @@ def _entry(initial, final, status="ok", run_dir="run"):
         "status": status,
         "run_dir": run_dir,
     }
+
+
+# 100/32: INITIAL * STALLS and INITIAL * TRAINS are exact binary fractions, so a run
+# made to fall by exactly STALLS or TRAINS has exactly that relative drop (checked below).
+INITIAL = 3.125
+
+
+def _dropped(drop, run_dir="run"):
+    """A run whose training loss fell from INITIAL by the fraction `drop` of it."""
+    return _entry(INITIAL, INITIAL - INITIAL * drop, run_dir=run_dir)
+
+
+def test_a_run_made_to_fall_by_a_threshold_falls_by_exactly_it():
+    # Else a `<` turned into `<=` (or `>=` into `>`) could pass the boundary cases below.
+    assert replications.relative_drop([_dropped(STALLS)]) == STALLS
+    assert replications.relative_drop([_dropped(TRAINS)]) == TRAINS
+    assert replications.relative_drop([_dropped(2 * TRAINS)]) == 2 * TRAINS
 
 
 def _groups(deep_xavier_final, shallow_kaiming_epoch1=2.0):
@@ -64,12 +84,125 @@ def test_a_diverged_arm_counts_as_not_training():
     assert not finding.reproduced and "does not train (diverged)" in finding.sentence
 
 
-def test_the_he2015_preset_sweeps_depth_and_says_so_in_its_report(tmp_path):
+DEEP = Cell("mlp", 30, 256, "relu", "sgd", 0.01, 32)
+SHALLOW = Cell("mlp", 10, 256, "relu", "sgd", 0.01, 32)
+KAIMING = "kaiming_normal(nonlinearity='relu')"
+HE_ARMS = {
+    "deep xavier": (DEEP, "xavier_normal"),
+    "deep kaiming": (DEEP, KAIMING),
+    "shallow xavier": (SHALLOW, "xavier_normal"),
+    "shallow kaiming": (SHALLOW, KAIMING),
+}
+
+
+def _he_groups(arm, drop):
+    """he2015's arms as the paper has them (deep xavier flat, the rest down 20%, kaiming's
+    loss after epoch 1 lower at 10 layers), except `arm`, whose loss falls by `drop`."""
+    drops = {
+        "deep xavier": 0.0,
+        "deep kaiming": 0.2,
+        "shallow xavier": 0.2,
+        "shallow kaiming": 0.2,
+        arm: drop,
+    }
+    groups = {HE_ARMS[name]: [_dropped(value, run_dir=name)] for name, value in drops.items()}
+    details = {
+        "shallow xavier": {"history": {"loss": [INITIAL, 3.0]}},
+        "shallow kaiming": {"history": {"loss": [INITIAL, 2.9]}},
+    }
+    return groups, details
+
+
+# (arm, its relative drop, the verdict, what the sentence says of it). Stalling is a drop
+# below STALLS (strict), training a drop of at least TRAINS.
+@pytest.mark.parametrize(
+    ("arm", "drop", "word", "says"),
+    [
+        ("deep xavier", STALLS * 0.99, "Reproduced", "xavier_normal's training loss stalls ("),
+        ("deep xavier", STALLS, "Partly reproduced", "training loss does not stall ("),
+        ("deep xavier", STALLS * 1.01, "Partly reproduced", "training loss does not stall ("),
+        ("deep kaiming", TRAINS * 1.01, "Reproduced", "while kaiming_normal's trains ("),
+        ("deep kaiming", TRAINS, "Reproduced", "while kaiming_normal's trains ("),
+        ("deep kaiming", TRAINS * 0.99, "Partly reproduced", "kaiming_normal's does not train ("),
+        ("shallow xavier", TRAINS, "Reproduced", "at 10 layers both train ("),
+        ("shallow xavier", TRAINS * 0.99, "Partly reproduced", "do not both train ("),
+        ("shallow kaiming", TRAINS, "Reproduced", "at 10 layers both train ("),
+        ("shallow kaiming", TRAINS * 0.99, "Partly reproduced", "do not both train ("),
+    ],
+)
+def test_he2015_at_the_thresholds(arm, drop, word, says):
+    groups, details = _he_groups(arm, drop)
+    assert replications.relative_drop(groups[HE_ARMS[arm]]) == pytest.approx(drop, rel=1e-9)
+    finding = replications.judge_he2015(groups, details)
+    assert finding.sentence.startswith(f"{word}: at 30 layers "), finding.sentence
+    assert says in finding.sentence
+    assert finding.reproduced == (word == "Reproduced")
+
+
+def _he2015_entries(settings, deep_xavier_drop):
+    """A summary of the he2015 grid, one seed: every arm's loss falls 20% except xavier's
+    at the deepest depth, which falls by `deep_xavier_drop`."""
+    entries = []
+    for depth in settings.depth:
+        for spec in settings.initializers:
+            deep_xavier = (depth, spec) == (max(settings.depth), "xavier_normal")
+            run = _dropped(deep_xavier_drop if deep_xavier else 0.2, f"{spec}_{depth}")
+            entries.append(
+                {
+                    **run,
+                    "initializer": spec,
+                    "seed": 0,
+                    "depth": depth,
+                    "steps": 1250,
+                    "train_seconds": 60.0,
+                    "final_test_loss": run["final_loss"],
+                    "final_test_accuracy": 0.3,
+                    "diverged_at_step": None,
+                    "fallback_layers": [],
+                }
+            )
+    return entries
+
+
+def test_the_he2015_preset_sweeps_depth_and_says_so_in_its_report(tmp_path, monkeypatch):
     settings = config.resolve("he2015")
     assert len(settings.depth) >= 2 and max(settings.depth) == 30
     from experiments.papers.presets import PRESETS
 
     assert PRESETS["he2015"].replication is replications.HE2015
+    # The figures are test_report.py's; here only the text, in a second instead of five.
+    monkeypatch.setattr(report, "_figures", lambda *args: [])
+    first_epoch = {"xavier_normal_10": 3.0, f"{KAIMING}_10": 2.9}
+    details = {run: {"history": {"loss": [INITIAL, loss]}} for run, loss in first_epoch.items()}
+
+    def written(folder, deep_xavier_drop):
+        entries = _he2015_entries(settings, deep_xavier_drop)
+        (tmp_path / folder).mkdir()
+        path = report.write(str(tmp_path / folder), settings, entries, details)
+        return Path(path).read_text()
+
+    text = written("stalls", deep_xavier_drop=-0.001)
+    assert "- preset: `he2015`" in text and "- swept: depth" in text
+    assert "MLP of 10, 20, 30 (swept) hidden layers" in text
+    replication = text[text.index("## Replication") : text.index("## Identical models")]
+    assert "He, Zhang, Ren & Sun (2015)" in replication
+    verdict = next(line for line in replication.splitlines() if line.startswith("**"))
+    # Made-up runs: deep xavier's loss creeps up 0.1%, every other arm's falls 20%, and
+    # kaiming's is lower after epoch 1 at 10 layers (2.9 vs 3.0).
+    assert verdict.startswith(
+        "**Reproduced: at 30 layers xavier_normal's training loss stalls (+0.1%)"
+    )
+    assert "while kaiming_normal's trains (-20.0%)" in verdict
+    assert "kaiming_normal earlier (loss after epoch 1: 2.900 vs 3.000)" in verdict
+    row = "| 30 layers, xavier_normal | stalls (Fig. 3, 30 layers) | train loss 3.125 -> 3.128"
+    assert f"{row} (+0.1%) |" in replication
+    # The verdict is computed from the runs each time: the same report of runs in which
+    # deep xavier trains says so.
+    trained = written("trains", deep_xavier_drop=0.2)
+    assert (
+        "**Partly reproduced: at 30 layers xavier_normal's training loss does not stall (-20.0%)"
+        in trained
+    )
 
 
 def _selu_groups(lecun_last_variance=1.0, lecun_final=1.9):
@@ -118,6 +251,29 @@ def test_klambauer2017_checks_the_fixed_point_the_drift_and_training():
     assert "suffers with variance_scaling(scale=0.5) (loss 2.190)" in beaten.sentence
 
 
+@pytest.mark.parametrize(
+    ("drop", "word", "says"),
+    [
+        (TRAINS * 1.01, "Reproduced", "lecun_normal trains to a training loss of"),
+        (TRAINS, "Reproduced", "lecun_normal trains to a training loss of"),
+        (TRAINS * 0.99, "Partly reproduced", "lecun_normal does not train to a training loss"),
+    ],
+)
+def test_klambauer2017_at_the_training_threshold(drop, word, says):
+    # Level, drifting moments; the other scalings stall (0.5) and diverge (2.0), so they
+    # suffer: whether lecun_normal trains decides the third check alone.
+    groups, details = _selu_groups()
+    cell = next(iter(groups))[0]
+    groups[(cell, "lecun_normal")] = [_dropped(drop, run_dir="lecun_normal")]
+    half = "variance_scaling(scale=0.5)"
+    groups[(cell, half)] = [_dropped(STALLS / 2, run_dir=half)]
+    finding = replications.judge_klambauer2017(groups, details)
+    assert finding.sentence.startswith(f"{word}: "), finding.sentence
+    assert says in finding.sentence and "(level)" in finding.sentence
+    assert f"suffers with {half}" in finding.sentence
+    assert finding.reproduced == (word == "Reproduced")
+
+
 def _lsuv_groups(lsuv_epoch1, lsuv_final):
     cell = Cell("mlp", 20, 256, "relu", "sgd", 0.01, 32)
     arms = {
@@ -142,6 +298,26 @@ def test_mishkin2016_needs_lsuv_as_fast_as_the_best_fan_based_init():
     )
     slower = replications.judge_mishkin2016(*_lsuv_groups(2.19, 2.05))
     assert not slower.reproduced and slower.sentence.startswith("Not reproduced")
+
+
+@pytest.mark.parametrize(
+    ("drop", "named"),
+    [
+        (STALLS * 0.99, "; orthogonal stalls."),
+        (STALLS, "; orthogonal trains slower."),
+        (STALLS * 1.01, "; orthogonal trains slower."),
+    ],
+)
+def test_mishkin2016_names_the_arms_that_stall(drop, named):
+    # LSUV beats kaiming_normal either way; orthogonal, far behind, stalls below STALLS.
+    groups, details = _lsuv_groups(2.165, 1.977)
+    cell = next(iter(groups))[0]
+    run = _dropped(drop, run_dir="orthogonal")
+    groups[(cell, "orthogonal")] = [run]
+    details["orthogonal"] = {"history": {"loss": [INITIAL, run["final_loss"], run["final_loss"]]}}
+    finding = replications.judge_mishkin2016(groups, details)
+    assert finding.reproduced and finding.sentence.startswith("Reproduced: ")
+    assert finding.sentence.endswith(named), finding.sentence
 
 
 def test_lsuv_is_a_harness_spec_fitted_on_the_probe_batch(tmp_path):
@@ -259,6 +435,33 @@ def test_xiao2018_needs_delta_orthogonal_to_train_and_the_gaussian_to_stall_or_t
     assert neither.sentence.startswith("Not reproduced")
 
 
+# (delta_orthogonal's drop, lecun_normal's, the verdict, what the sentence says): delta
+# trains from a drop of TRAINS; the Gaussian is behind below STALLS or below half delta's.
+@pytest.mark.parametrize(
+    ("delta", "gaussian", "word", "says"),
+    [
+        (TRAINS * 1.01, 0.0, "Reproduced", "tanh CNN trains ("),
+        (TRAINS, 0.0, "Reproduced", "tanh CNN trains ("),
+        (TRAINS * 0.99, 0.0, "Partly reproduced", "tanh CNN does not train ("),
+        (STALLS, STALLS * 0.99, "Partly reproduced", "it stalls or trails far behind ("),
+        (STALLS, STALLS, "Not reproduced", "it keeps up ("),
+        (STALLS, STALLS * 1.01, "Not reproduced", "it keeps up ("),
+        (2 * TRAINS, TRAINS * 0.99, "Reproduced", "it stalls or trails far behind ("),
+        (2 * TRAINS, TRAINS, "Partly reproduced", "it keeps up ("),
+    ],
+)
+def test_xiao2018_at_the_thresholds(delta, gaussian, word, says):
+    cell = Cell("experiments.papers.architectures:xiao2018_cnn", None, None, None, "sgd", 0.01, 32)
+    groups = {
+        (cell, "delta_orthogonal"): [_dropped(delta)],
+        (cell, "lecun_normal"): [_dropped(gaussian)],
+    }
+    finding = replications.judge_xiao2018(groups, {})
+    assert finding.sentence.startswith(f"{word}: "), finding.sentence
+    assert says in finding.sentence
+    assert finding.reproduced == (word == "Reproduced")
+
+
 def test_the_xiao2018_model_is_a_deep_vanilla_tanh_cnn():
     model = models.initialize(
         "experiments.papers.architectures:xiao2018_cnn",
@@ -279,3 +482,9 @@ def test_the_xiao2018_model_is_a_deep_vanilla_tanh_cnn():
     assert set(model.fallback_layers) == {"patches", "output"}
     kernel = convolutions[-1].kernel.numpy()
     assert abs(kernel).sum(axis=(2, 3))[[0, 0, 2, 2], [0, 2, 0, 2]].max() == 0
+
+
+def test_the_thresholds_are_the_ones_the_papers_page_states():
+    page = (Path(__file__).resolve().parents[2] / "docs/papers.md").read_text()
+    assert f"less than {STALLS:.0%} of its initial value" in page
+    assert f"fell by at least {TRAINS:.0%}" in page
