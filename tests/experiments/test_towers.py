@@ -15,8 +15,12 @@ from experiments.engine import stacked, towers, training
 from experiments.engine.training import batches_per_epoch, training_batches
 from experiments.errors import ExperimentError
 from experiments.results import summary
+from tests.experiments.test_settings_reach import TrainingSeen
 
 SPECS = ("xavier_normal", "random_normal(stddev=0.1)", "kaiming_uniform")
+LAYERS = ("hidden_1", "hidden_2", "output")  # the MLP of TINY (depth 2)
+# The periodic scalar families of keras_inits.SignalHistograms.
+SIGNALS = ("activation_std", "activation_gradient_std", "weight_gradient_std")
 TINY = dict(
     seeds=(0,),
     depth=2,
@@ -161,6 +165,21 @@ def test_a_stack_starts_from_each_arms_weights_and_syncs_them_back(data):
             np.testing.assert_allclose(weight.numpy(), before + (index == 1), rtol=1e-6)
 
 
+def _signal_scalars(run_dir) -> dict[str, dict[int, float]]:
+    """A run folder's periodic signal scalars, {tag: {step: value}}, as TensorBoard reads them."""
+    events = event_accumulator.EventAccumulator(
+        str(run_dir), size_guidance={event_accumulator.TENSORS: 0}
+    ).Reload()
+    scalars = {}
+    for tag in events.Tags()["tensors"]:
+        if tag.split("/")[0] in SIGNALS:
+            scalars[tag] = {
+                event.step: float(tf.make_ndarray(event.tensor_proto))
+                for event in events.Tensors(tag)
+            }
+    return scalars
+
+
 def test_the_harness_gives_the_same_results_grouped_or_not(tmp_path):
     results = {}
     for grouped in (True, False):
@@ -168,22 +187,32 @@ def test_the_harness_gives_the_same_results_grouped_or_not(tmp_path):
             **{**TINY, "seeds": (0, 1)},
             initializers=SPECS,
             group_arms=grouped,
+            learning_rate=0.02,  # not the defaults (0.01, 0.9): they must reach the optimizer
+            momentum=0.5,
             logdir=str(tmp_path / str(grouped)),
             experiment="same",
         )
-        lines = []
-        entries = runner.compare(settings, progress=lines.append)
+        lines, seen = [], TrainingSeen()
+        entries = runner.compare(settings, callbacks=[seen], progress=lines.append)
         results[grouped] = entries
         sizes = {entry["group_size"] for entry in entries}
         assert sizes == ({len(SPECS)} if grouped else {1})
         # MLP arms trained together stack; one at a time, each is a plain model.
         assert {entry["engine"] for entry in entries} == {"stacked" if grouped else "towers"}
         assert sum("group of 3" in line for line in lines) == (6 if grouped else 0)
+        # Either engine trains with the optimizer the settings name.
+        assert len(seen.fits) == (2 if grouped else 6)
+        for fit in seen.fits:
+            assert fit["optimizer"] is keras.optimizers.SGD
+            assert (fit["learning_rate"], fit["momentum"]) == (pytest.approx(0.02), 0.5)
+    last_step = TINY["epochs"] * TINY["train_size"] // TINY["batch_size"]
+    # Step 0, then every 5 steps while training (taken before the step: 20 is not one).
+    logged_steps = list(range(0, last_step, TINY["histogram_every"]))
     for mine, lone in zip(results[True], results[False], strict=True):
         assert (mine["initializer"], mine["seed"]) == (lone["initializer"], lone["seed"])
         for key in ("initial_loss", "final_loss", "final_test_loss", "final_test_accuracy"):
             assert mine[key] == pytest.approx(lone[key], rel=1e-4, abs=1e-5), key
-        assert mine["steps"] == lone["steps"] == 20
+        assert mine["steps"] == lone["steps"] == last_step == 20
         run = tmp_path / "True" / "same" / mine["run_dir"] / runner.RUN_DETAILS
         lone_run = tmp_path / "False" / "same" / lone["run_dir"] / runner.RUN_DETAILS
         mine_profile = json.loads(run.read_text())["profiles"]["final"]
@@ -192,6 +221,19 @@ def test_the_harness_gives_the_same_results_grouped_or_not(tmp_path):
         np.testing.assert_allclose(
             mine_profile["activation_std"], lone_profile["activation_std"], rtol=1e-4
         )
+        # What TensorBoard shows along the way: the stack is synced before each periodic
+        # snapshot, so every logged step's signals are the lone run's.
+        mine_scalars = _signal_scalars(run.parent)
+        lone_scalars = _signal_scalars(lone_run.parent)
+        assert set(mine_scalars) == set(lone_scalars)
+        for tag in (f"{family}/{layer}" for family in SIGNALS for layer in LAYERS):
+            steps = sorted(mine_scalars[tag])
+            assert steps == sorted(lone_scalars[tag]) == logged_steps, tag
+            np.testing.assert_allclose(
+                [mine_scalars[tag][step] for step in steps],
+                [lone_scalars[tag][step] for step in steps],
+                rtol=1e-4, err_msg=tag,
+            )
 
 
 def test_a_diverged_arm_is_recorded_frozen_and_does_not_perturb_the_others(tmp_path):
