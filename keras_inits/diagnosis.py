@@ -12,7 +12,8 @@ whose gradient sums every residual path above it):
 - vanishing / exploding gradients: dLoss/d(output) at the first layer is more
   than 10x smaller / larger than at the deepest layer of the same output size
   per example (the per-element gradient changes with a layer's size alone, e.g.
-  across average pooling; see `_longest_equal_size_span`).
+  across average pooling; see `_longest_equal_size_span`). Layers without a
+  gradient (the loss does not reach them) are left out.
 - saturated layer: more than `saturated` (50%) of a tanh/sigmoid-like layer's
   outputs are saturated (|a| > 0.9, or a outside (0.1, 0.9) for sigmoid).
 - dead layer: more than `dead` (50%) of a ReLU layer's units are never active
@@ -223,8 +224,10 @@ def find_verdicts(
             f"Vanishing activations: output std falls {_fold(change)} {span}, {values}.",
             f"Exploding activations: output std grows {change:.3g}x {span}, {values}.",
         )
-    span = _longest_equal_size_span(signal)
-    if span is not None and span[2] >= _MIN_DEPTH and span[0]["gradient_std"] is not None:
+    # A layer the loss does not reach (its output computed, then unused) has no gradient
+    # (None under TensorFlow and PyTorch): it is left out rather than divided by.
+    span = _longest_equal_size_span([row for row in signal if row["gradient_std"] is not None])
+    if span is not None and span[2] >= _MIN_DEPTH:
         first, last, _ = span
         change = _ratio(first["gradient_std"], last["gradient_std"])
         verdicts += _depth_verdict(

@@ -25,7 +25,7 @@ import pytest
 import keras_inits
 
 # The callback writes with TensorFlow's summary writer: keras-inits[harness].
-pytest.importorskip("tensorflow")
+tf = pytest.importorskip("tensorflow")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 tensor_util = pytest.importorskip("tensorboard.util.tensor_util")
 
@@ -119,6 +119,7 @@ def trained(tmp_path_factory):
             "outputs": _numpy(outputs).copy(),
             "activation": keras.activations.serialize(layer.activation),
         }
+    initial_weights = [weight.copy() for weight in model.get_weights()]
     callback = keras_inits.SignalHistograms(
         X_PROBE, Y_PROBE, str(log_dir), every_n_steps=EVERY
     )
@@ -130,6 +131,7 @@ def trained(tmp_path_factory):
         "model": model,
         "callback": callback,
         "before": before,
+        "initial_weights": initial_weights,
         "events": _events(log_dir / "train"),
     }
 
@@ -224,6 +226,141 @@ def test_step_zero_activation_std_is_the_layer_output_std(trained):
             saturated = _series(events, f"saturation/{path}")[0][1]
             expected = np.mean(np.abs(known["outputs"]) > 0.9)
             np.testing.assert_allclose(float(saturated), expected, atol=1e-6)
+
+
+# --- step 0's gradients against diagnose and a tf.GradientTape -------------------------
+
+
+def crossentropy(y, probabilities):
+    """Keras's sparse crossentropy on probabilities: renormalized, clipped, mean over the batch."""
+    p = probabilities / tf.reduce_sum(probabilities, axis=-1, keepdims=True)
+    p = tf.clip_by_value(p, keras.config.epsilon(), 1 - keras.config.epsilon())
+    return -tf.reduce_mean(tf.math.log(tf.gather(p, y, axis=-1, batch_dims=1)))
+
+
+def tape_reference(weights, x, y, loss):
+    """The MLP redone in float64 TensorFlow from its weights (as NumPy, so this works under
+    every Keras backend), and tf.GradientTape's gradients of `loss(y, probabilities)`
+    with respect to each layer's output and kernel: per layer (output, d output, d kernel,
+    kernel), the tensors of that layer's four histograms in `histogram_tags` order."""
+    kernels = [tf.constant(kernel, tf.float64) for kernel in weights[0::2]]
+    biases = [tf.constant(bias, tf.float64) for bias in weights[1::2]]
+    activations = [tf.tanh, tf.nn.relu, tf.nn.softmax]  # _mlp's, in order
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(kernels)
+        h, outputs = tf.constant(x, tf.float64), []
+        for kernel, bias, activation in zip(kernels, biases, activations, strict=True):
+            h = activation(h @ kernel + bias)
+            outputs.append(h)
+        value = loss(tf.constant(y), h)
+    d_outputs = tape.gradient(value, outputs)
+    d_kernels = tape.gradient(value, kernels)
+    return [
+        tuple(np.asarray(tensor) for tensor in layer)
+        for layer in zip(outputs, d_outputs, d_kernels, kernels, strict=True)
+    ]
+
+
+def assert_buckets_hold(buckets, values, bins, tag):
+    """The histogram has `bins` buckets from values.min() to values.max(), and counts what
+    np.histogram counts over that range (up to values that float32 rounding moves across
+    an edge: the callback computes in float32, the reference in float64)."""
+    values = values.reshape(-1)
+    assert buckets.shape == (bins, 3), tag
+    np.testing.assert_allclose(buckets[0, 0], values.min(), rtol=1e-4, err_msg=tag)
+    np.testing.assert_allclose(buckets[-1, 1], values.max(), rtol=1e-4, err_msg=tag)
+    low, high = buckets[0, 0], buckets[-1, 1]
+    counts, _ = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high))
+    assert buckets[:, 2].sum() == values.size, tag
+    assert np.abs(counts - buckets[:, 2]).sum() <= 4, (tag, counts, buckets[:, 2])
+
+
+def test_step_zero_gradient_scalars_equal_diagnose_on_the_same_model_and_batch(trained):
+    # diagnose's numbers are checked against torch.autograd in test_diagnose.py.
+    model = _mlp()
+    model.set_weights(trained["initial_weights"])
+    rows = {row["name"]: row for row in keras_inits.diagnose(model, X_PROBE, Y_PROBE).layers}
+    assert list(rows) == [path.rsplit("/", 1)[-1] for path in trained["before"]]
+    for path in trained["before"]:
+        row = rows[path.rsplit("/", 1)[-1]]
+        for prefix, key in (("activation_gradient_std", "gradient_std"),
+                            ("weight_gradient_std", "weight_gradient_std")):
+            step, value = _series(trained["events"], f"{prefix}/{path}")[0]
+            assert step == 0 and row[key] > 0
+            np.testing.assert_allclose(float(value), row[key], rtol=1e-5, err_msg=prefix)
+
+
+def test_step_zero_gradients_are_those_of_a_gradient_tape(trained):
+    events = trained["events"]
+    reference = tape_reference(trained["initial_weights"], X_PROBE, Y_PROBE, crossentropy)
+    for path, (_, d_output, d_kernel, _) in zip(trained["before"], reference, strict=True):
+        for tag, values in ((f"activation_gradients/{path}", d_output),
+                            (f"weight_gradients/{path}/kernel", d_kernel)):
+            step, buckets = _series(events, tag)[0]
+            assert step == 0
+            assert_buckets_hold(buckets, values, BINS, tag)
+        for prefix, values in (("activation_gradient_std", d_output),
+                               ("weight_gradient_std", d_kernel)):
+            value = float(_series(events, f"{prefix}/{path}")[0][1])
+            np.testing.assert_allclose(value, values.std(), rtol=1e-4, err_msg=prefix)
+
+
+# --- bins= and loss= --------------------------------------------------------------------
+
+OTHER_BINS = 7  # not a divisor of the default 30
+
+
+def squared_error_to_one_hot(y_true, y_pred):
+    """A custom loss (keras.ops, per example) unlike the compiled crossentropy."""
+    one_hot = keras.ops.one_hot(keras.ops.cast(y_true, "int32"), CLASSES)
+    return 10.0 * keras.ops.sum(keras.ops.square(one_hot - y_pred), axis=-1)
+
+
+def squared_error_reference(y, probabilities):
+    """The same loss written in TensorFlow for the tape, mean over the batch."""
+    one_hot = tf.one_hot(y, CLASSES, dtype=tf.float64)
+    return tf.reduce_mean(10.0 * tf.reduce_sum((one_hot - probabilities) ** 2, axis=-1))
+
+
+@pytest.fixture(scope="module")
+def custom(tmp_path_factory):
+    """Step 0 of a callback with bins=7 and loss=a custom callable, and its model's weights.
+
+    The callback is driven through the hooks fit calls first and last (step 0 needs no
+    training step, and a fit would compile one)."""
+    log_dir = tmp_path_factory.mktemp("custom_signal_histograms")
+    model = _mlp(seed=1)
+    callback = keras_inits.SignalHistograms(
+        X_PROBE, Y_PROBE, str(log_dir), loss=squared_error_to_one_hot, bins=OTHER_BINS
+    )
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_train_end()
+    return {"weights": model.get_weights(), "events": _events(log_dir / "train"),
+            "paths": callback.layers}
+
+
+def test_bins_sets_the_bucket_count_and_the_buckets_span_each_tensor(custom):
+    events = custom["events"]
+    reference = tape_reference(custom["weights"], X_PROBE, Y_PROBE, squared_error_reference)
+    assert len(reference) == len(custom["paths"]) == 3
+    for path, tensors in zip(custom["paths"], reference, strict=True):
+        for tag, values in zip(keras_inits.callbacks.histogram_tags(path), tensors, strict=True):
+            ((step, buckets),) = _series(events, tag)
+            assert step == 0
+            assert_buckets_hold(buckets, values, OTHER_BINS, tag)
+
+
+def test_a_custom_loss_gives_the_gradients_of_a_gradient_tape_of_that_loss(custom):
+    events = custom["events"]
+    ours = tape_reference(custom["weights"], X_PROBE, Y_PROBE, squared_error_reference)
+    compiled = tape_reference(custom["weights"], X_PROBE, Y_PROBE, crossentropy)
+    for path, mine, theirs in zip(custom["paths"], ours, compiled, strict=True):
+        for prefix, index in (("activation_gradient_std", 1), ("weight_gradient_std", 2)):
+            value = float(_series(events, f"{prefix}/{path}")[0][1])
+            np.testing.assert_allclose(value, mine[index].std(), rtol=1e-4, err_msg=prefix)
+            # The compiled crossentropy's gradients are far from these: the loss counted.
+            assert abs(value / theirs[index].std() - 1) > 0.1, (prefix, path)
 
 
 # --- steps_per_execution ----------------------------------------------------------------

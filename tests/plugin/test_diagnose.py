@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import keras_inits
+from keras_inits.diagnosis import _MIN_DEPTH, THRESHOLDS, find_verdicts
 from tests.plugin.util import ResidualSubclassed
 
 # The keys `Diagnosis.layers` documents.
@@ -262,10 +263,182 @@ def test_scaled_weights_in_a_linear_chain_explode():
         layer.kernel.assign(layer.kernel * 100.0)
     x = normal((BATCH, WIDTH), seed=10)
     diagnosis = keras_inits.diagnose(model, x, normal((BATCH, WIDTH)), loss="mse")
-    found = verdict(diagnosis, "exploding_activations")
-    assert found.layers == (model.layers[0].name, model.layers[-1].name)
+    ends = (model.layers[0].name, model.layers[-1].name)
+    assert verdict(diagnosis, "exploding_activations").layers == ends
     assert "vanishing_activations" not in kinds(diagnosis)
+    # Backwards, each 100x kernel multiplies dLoss/d(output) again: the first layer's is
+    # far more than THRESHOLDS["depth_ratio"] times the last one's.
+    rows = diagnosis.layers
+    assert rows[0]["gradient_std"] > LIMIT * rows[-1]["gradient_std"]
+    assert verdict(diagnosis, "exploding_gradients").layers == ends
     assert_verdicts_name_their_layers(diagnosis)
+
+
+# --- Verdicts at their thresholds: find_verdicts on synthetic rows -----------------------
+
+LIMIT = THRESHOLDS["depth_ratio"]
+# Other thresholds than the defaults, to show find_verdicts reads the ones it is given.
+CUSTOM = {"depth_ratio": 4.0, "saturated": 0.25, "dead": 0.75}
+THRESHOLD_SETS = [pytest.param(None, id="defaults"), pytest.param(CUSTOM, id="custom")]
+
+
+def synthetic_row(path, output_std=1.0, gradient_std=1.0, **fields):
+    """One row as diagnose makes it: a tanh Dense layer of WIDTH units, unless told."""
+    row = {"path": path, "activation": "tanh", "layout": "dense", "output_size": WIDTH,
+           "output_std": output_std, "gradient_std": gradient_std,
+           "saturated_fraction": None, "dead_fraction": None}
+    return {**row, **fields}
+
+
+def found(rows, thresholds=None):
+    """find_verdicts' (kind, layers) pairs; each message names the layers it is about."""
+    verdicts = find_verdicts(rows) if thresholds is None else find_verdicts(rows, thresholds)
+    for each in verdicts:
+        assert all(path in each.message for path in each.layers), each.message
+    return [(each.kind, each.layers) for each in verdicts]
+
+
+# (ratio as a function of the depth limit, the verdict's direction): just inside, at and
+# just outside each threshold. The docstring says "more than 10x": 10x itself passes.
+DEPTH_CASES = [
+    pytest.param(lambda limit: limit * 1.01, "exploding", id="1.01x_limit"),
+    pytest.param(lambda limit: limit, None, id="at_limit"),
+    pytest.param(lambda limit: limit * 0.99, None, id="0.99x_limit"),
+    pytest.param(lambda limit: 1.01 / limit, None, id="1.01x_inverse_limit"),
+    pytest.param(lambda limit: 1 / limit, None, id="at_inverse_limit"),
+    pytest.param(lambda limit: 0.99 / limit, "vanishing", id="0.99x_inverse_limit"),
+]
+
+
+@pytest.mark.parametrize("thresholds", THRESHOLD_SETS)
+@pytest.mark.parametrize(("ratio_of", "direction"), DEPTH_CASES)
+def test_activation_verdicts_just_inside_and_outside_the_depth_ratio(
+    ratio_of, direction, thresholds
+):
+    limit = (thresholds or THRESHOLDS)["depth_ratio"]
+    first_std = 0.25  # a power of two: last / first is exactly the ratio asked for
+    rows = [synthetic_row("first", first_std), synthetic_row("middle"),
+            synthetic_row("last", first_std * ratio_of(limit))]
+    expected = [] if direction is None else [(f"{direction}_activations", ("first", "last"))]
+    assert found(rows, thresholds) == expected
+
+
+@pytest.mark.parametrize("thresholds", THRESHOLD_SETS)
+@pytest.mark.parametrize(("ratio_of", "direction"), DEPTH_CASES)
+def test_gradient_verdicts_just_inside_and_outside_the_depth_ratio(ratio_of, direction, thresholds):
+    limit = (thresholds or THRESHOLDS)["depth_ratio"]
+    last_gradient = 0.25
+    # Gradients flow backwards: the first layer's gradient over the deepest one's.
+    rows = [synthetic_row("first", gradient_std=last_gradient * ratio_of(limit)),
+            synthetic_row("middle"), synthetic_row("last", gradient_std=last_gradient)]
+    expected = [] if direction is None else [(f"{direction}_gradients", ("first", "last"))]
+    assert found(rows, thresholds) == expected
+
+
+@pytest.mark.parametrize("quantity", ["output_std", "gradient_std"])
+def test_depth_verdicts_need_min_depth_layers(quantity):
+    # 100x beyond the limit, once with one layer too few to call it a trend across depth.
+    extreme = {quantity: 100 * LIMIT} if quantity == "output_std" else {quantity: 1 / 100}
+    for depth in (_MIN_DEPTH - 1, _MIN_DEPTH):
+        rows = [synthetic_row(f"layer{i}") for i in range(depth - 1)]
+        rows.append(synthetic_row("deepest", **extreme))
+        kinds_found = [kind for kind, _ in found(rows)]
+        expected = {"output_std": ["exploding_activations"],
+                    "gradient_std": ["exploding_gradients"]}[quantity]
+        assert kinds_found == (expected if depth >= _MIN_DEPTH else []), depth
+
+
+# The layer the depth checks leave out, and a control that looks alike but is counted.
+EXCLUSIONS = [
+    pytest.param({"activation": "softmax"}, True, id="softmax"),
+    pytest.param({"layout": "embedding"}, True, id="embedding"),
+    pytest.param({"activation": "sigmoid"}, False, id="sigmoid_counted"),
+    pytest.param({"layout": "conv"}, False, id="conv_counted"),
+]
+
+
+@pytest.mark.parametrize("position", ["first", "last"])
+@pytest.mark.parametrize(("fields", "excluded"), EXCLUSIONS)
+def test_softmax_and_embedding_layers_are_left_out_of_the_depth_checks(
+    fields, excluded, position
+):
+    # The odd layer is 1.01x the limit off the others in both output and gradient std;
+    # the _MIN_DEPTH others alone are flat, so any depth verdict comes from the odd one.
+    ratio = LIMIT * 1.01
+    plain = [synthetic_row(f"layer{i}") for i in range(_MIN_DEPTH)]
+    if position == "last":
+        rows = [*plain, synthetic_row("odd", ratio, ratio, **fields)]
+        counted = [("exploding_activations", ("layer0", "odd")),
+                   ("vanishing_gradients", ("layer0", "odd"))]
+    else:
+        rows = [synthetic_row("odd", 1 / ratio, ratio, **fields), *plain]
+        last = f"layer{_MIN_DEPTH - 1}"
+        counted = [("exploding_activations", ("odd", last)),
+                   ("exploding_gradients", ("odd", last))]
+    assert found(rows) == ([] if excluded else counted)
+
+
+def test_gradients_are_compared_over_the_longest_run_of_equal_output_size():
+    # A stem, three blocks of one size, a head: the per-element gradient changes with the
+    # layer's size alone, so only the blocks are compared (the stem and head are 1000x off).
+    def model_rows(first_block_gradient):
+        return [
+            synthetic_row("stem", gradient_std=1000.0, output_size=4 * WIDTH),
+            synthetic_row("block1", gradient_std=first_block_gradient),
+            synthetic_row("block2"),
+            synthetic_row("block3"),
+            synthetic_row("head", gradient_std=1 / 1000, output_size=4),
+        ]
+
+    assert found(model_rows(LIMIT * 0.99)) == []
+    assert found(model_rows(LIMIT * 1.01)) == [("exploding_gradients", ("block1", "block3"))]
+
+
+@pytest.mark.parametrize("thresholds", THRESHOLD_SETS)
+@pytest.mark.parametrize(("factor", "fires"), [(1.01, True), (1.0, False), (0.99, False)])
+@pytest.mark.parametrize(
+    ("key", "threshold", "kind", "activation"),
+    [("saturated_fraction", "saturated", "saturated", "tanh"),
+     ("dead_fraction", "dead", "dead_units", "relu")],
+    ids=["saturated", "dead"],
+)
+def test_fraction_verdicts_just_inside_and_outside_their_threshold(
+    key, threshold, kind, activation, factor, fires, thresholds
+):
+    fraction = (thresholds or THRESHOLDS)[threshold] * factor
+    rows = [synthetic_row("a", activation=activation, **{key: fraction}),
+            synthetic_row("b", activation=activation, **{key: 0.0}),
+            synthetic_row("c", activation="linear"),  # None: the fraction is undefined
+            synthetic_row("d", activation=activation, **{key: fraction})]
+    assert found(rows, thresholds) == ([(kind, ("a", "d"))] if fires else [])
+
+
+@pytest.mark.parametrize(("output_std", "fires"), [(0.0, True), (-0.0, True), (1e-30, False)])
+def test_no_signal_is_an_output_std_of_exactly_zero(output_std, fires):
+    # One layer: no depth check, only the per-layer ones.
+    rows = [synthetic_row("only", output_std)]
+    assert found(rows) == ([("no_signal", ("only",))] if fires else [])
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("key", ["output_std", "gradient_std"])
+def test_a_non_finite_std_is_the_one_verdict_naming_the_first_such_layer(key, value):
+    # Everything else is wrong too (saturated, exploding), but once a value is NaN or inf
+    # the other numbers mean nothing: the one verdict says where it first happens.
+    rows = [synthetic_row(f"layer{i}", 100.0**i, saturated_fraction=0.99) for i in range(4)]
+    rows[1][key] = value
+    rows[3][key] = value
+    assert found(rows) == [("non_finite", ("layer1",))]
+
+
+@pytest.mark.parametrize("position", [0, 2, _MIN_DEPTH], ids=["first", "middle", "last"])
+def test_a_layer_without_a_gradient_is_left_out_of_the_gradient_check(position):
+    # A layer whose output the loss never uses has no gradient (None under TensorFlow and
+    # PyTorch): it is neither non-finite nor a divisor, and the others are still compared.
+    rows = [synthetic_row(f"layer{i}") for i in range(_MIN_DEPTH)]
+    rows[0]["gradient_std"] = LIMIT * 1.01
+    rows.insert(position, synthetic_row("unreached", gradient_std=None))
+    assert found(rows) == [("exploding_gradients", ("layer0", f"layer{_MIN_DEPTH - 1}"))]
 
 
 # --- Output formats ----------------------------------------------------------------------
@@ -316,13 +489,34 @@ def test_table(mixed):
     assert str(diagnosis) == table
 
 
-def test_plot(mixed, tmp_path):
-    pytest.importorskip("matplotlib")  # keras-inits[harness]
+def test_plot_draws_each_layers_activation_and_gradient_std_on_log_axes(
+    mixed, tmp_path, monkeypatch
+):
+    figure_module = pytest.importorskip("matplotlib.figure")  # keras-inits[harness]
     _, diagnosis = mixed
+    drawn = []
+    savefig = figure_module.Figure.savefig
+
+    def recording(figure, *args, **kwargs):
+        drawn.append(figure)
+        return savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(figure_module.Figure, "savefig", recording)
     path = diagnosis.plot(tmp_path / "p.png")
-    data = (tmp_path / "p.png").read_bytes()
-    assert path == tmp_path / "p.png"
-    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+    assert path == tmp_path / "p.png" and path.read_bytes().startswith(b"\x89PNG")
+    (figure,) = drawn
+    activations, gradients = figure.axes
+    layers = diagnosis.layers
+    for axes, key in ((activations, "output_std"), (gradients, "gradient_std")):
+        (line,) = axes.get_lines()
+        assert line.get_label() == "model"
+        np.testing.assert_array_equal(line.get_xdata(), np.arange(1, len(layers) + 1))
+        expected = [np.nan if row[key] is None else row[key] for row in layers]
+        np.testing.assert_allclose(line.get_ydata(), expected)
+        assert axes.get_yscale() == "log"
+        assert [tick.get_text() for tick in axes.get_xticklabels()] == [
+            row["path"] for row in layers
+        ]
 
 
 # --- Model kinds -------------------------------------------------------------------------
@@ -378,6 +572,34 @@ def test_subclassed_model():
     g = numpy(model.b(h))
     for row, value in zip(diagnosis.layers, [h, g, numpy(model(x))], strict=True):
         assert row["output_std"] == pytest.approx(value.std(), rel=1e-5)
+
+
+class UnusedLastLayer(keras.Model):
+    """Three Dense layers in a chain, then a fourth whose output is computed and dropped."""
+
+    def __init__(self):
+        super().__init__()
+        self.chain = [keras.layers.Dense(WIDTH, name=f"chain{i}") for i in range(3)]
+        self.unused = keras.layers.Dense(WIDTH, name="unused")
+
+    def call(self, x):
+        for layer in self.chain:
+            x = layer(x)
+        self.unused(x)
+        return x
+
+
+def test_a_layer_the_loss_does_not_reach_is_diagnosed_without_error():
+    # Was a TypeError (a gradient std divided by None) under TensorFlow and PyTorch.
+    model = UnusedLastLayer()
+    x = normal((BATCH, WIDTH), seed=19)
+    model(x)  # builds it
+    diagnosis = keras_inits.diagnose(model, x)
+    rows = rows_by_name(diagnosis)
+    assert list(rows) == ["chain0", "chain1", "chain2", "unused"]
+    # JAX differentiates everything it is given: a zero gradient where others have none.
+    assert rows["unused"]["gradient_std"] in (None, 0.0)
+    assert all(rows[f"chain{i}"]["gradient_std"] > 0 for i in range(3))
 
 
 def test_weights_are_unchanged(tanh_mlp):

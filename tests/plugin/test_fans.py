@@ -1,7 +1,8 @@
-import math
+"""`compute_fans` against torch's and Keras's own fan computations, layout by layout."""
 
 import pytest
 import torch
+from keras.src.initializers.random_initializers import compute_fans as keras_compute_fans
 
 from keras_inits import compute_fans
 from tests.plugin.util import SHAPES, torch_shape
@@ -41,7 +42,23 @@ def test_scalar_and_unknown_layout_are_refused():
         compute_fans((3, 3), "transposed")
 
 
-def test_receptive_field_multiplies_both_fans():
-    fan_in, fan_out = compute_fans((2, 3, 4, 5, 6))
-    assert (fan_in, fan_out) == (5 * 24, 6 * 24)
-    assert math.prod((2, 3, 4)) == 24
+# Kernels with a receptive field whose axes all differ (and differ from the channel axes),
+# so a fan that skipped, repeated or swapped an axis would come out different.
+RECEPTIVE_FIELD_SHAPES = [(7, 5, 6), (2, 3, 5, 6), (2, 3, 4, 5, 6)]
+
+
+@pytest.mark.parametrize("shape", RECEPTIVE_FIELD_SHAPES, ids=str)
+def test_receptive_field_multiplies_both_fans_as_torch_and_keras_count_them(shape):
+    torch_fans = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(torch_shape(shape)))
+    keras_fans = keras_compute_fans(shape)
+    assert compute_fans(shape) == torch_fans == keras_fans
+
+
+@pytest.mark.parametrize("shape", RECEPTIVE_FIELD_SHAPES, ids=str)
+def test_transpose_and_depthwise_layouts_as_keras_counts_the_kernel_they_stand_for(shape):
+    *field, before_last, last = shape
+    # A transpose kernel (..., out, in) is Keras's (..., in, out) kernel with the channel
+    # axes swapped; a depthwise kernel (..., in, multiplier) is, per input channel, a
+    # (..., 1, multiplier) kernel. (Keras 3.7's compute_fans takes a shape only.)
+    assert compute_fans(shape, "transpose") == keras_compute_fans((*field, last, before_last))
+    assert compute_fans(shape, "depthwise") == keras_compute_fans((*field, 1, last))

@@ -18,6 +18,14 @@ BUCKETS = [
     ),
     pytest.param(np_histogram, id="numpy"),
 ]
+BUCKETS_OF_BINS = [
+    pytest.param(
+        lambda v, bins: tf_histogram(tf.constant(v), bins).numpy(),
+        marks=needs_tensorflow,
+        id="tensorflow",
+    ),
+    pytest.param(np_histogram, id="numpy"),
+]
 
 
 @pytest.mark.parametrize("bucket", BUCKETS)
@@ -29,6 +37,23 @@ def test_histogram_counts_every_value_in_tensorboards_layout(bucket):
     np.testing.assert_allclose(buckets[0, 0], values.min(), rtol=1e-6)
     np.testing.assert_allclose(buckets[-1, 1], values.max(), rtol=1e-6)
     np.testing.assert_allclose(buckets[1:, 0], buckets[:-1, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bins", [1, 7, 64])
+@pytest.mark.parametrize("bucket", BUCKETS_OF_BINS)
+def test_histogram_has_the_buckets_asked_for_spanning_the_data(bucket, bins):
+    values = (np.random.default_rng(2).normal(size=(64, 16)) * 3 + 1).astype(np.float32)
+    buckets = bucket(values, bins)
+    assert buckets.shape == (bins, 3)
+    low, high = float(values.min()), float(values.max())
+    np.testing.assert_allclose(buckets[0, 0], low, rtol=1e-6)
+    np.testing.assert_allclose(buckets[-1, 1], high, rtol=1e-6)
+    np.testing.assert_allclose(buckets[:, 1] - buckets[:, 0], (high - low) / bins, rtol=1e-4)
+    # Each value's bucket by the closed form floor((v - low) / width), the maximum in the
+    # last; a value on an edge may fall either side in float32.
+    index = np.minimum(((values - low) / (high - low) * bins).astype(int), bins - 1)
+    expected = np.bincount(index.reshape(-1), minlength=bins)
+    assert np.abs(expected - buckets[:, 2]).sum() <= 2
 
 
 @pytest.mark.parametrize("bucket", BUCKETS)

@@ -107,6 +107,30 @@ def test_sequential_relu_mlp_chain_recomputed_in_numpy():
     np.testing.assert_allclose(numpy(model(x)), h, rtol=1e-4, atol=1e-5)
 
 
+def test_time_distributed_layers_are_fitted_over_every_timestep():
+    # Timestep t is 10**t times larger: fitted on one timestep, or on one slice of the
+    # wrong axis, the variance over the whole output would be off by a factor of 3 or more
+    # (timestep 0: about 3400; the last one: about 0.34), not within a tight tolerance.
+    tight, timesteps = 0.01, 3
+    inputs = keras.Input((timesteps, WIDTH))
+    first = keras.layers.TimeDistributed(keras.layers.Dense(WIDTH, activation="relu"))
+    second = keras.layers.TimeDistributed(keras.layers.Dense(WIDTH))
+    model = keras.Model(inputs, second(first(inputs)))
+    scales = 10.0 ** np.arange(timesteps, dtype="float32")
+    x = normal((BATCH, timesteps, WIDTH), seed=3) * scales[None, :, None]
+    report = keras_inits.lsuv(model, x, tol=tight, seed=0)
+    assert [row["status"] for row in report.rows] == ["fitted", "fitted"]
+
+    h = x.astype("float64")
+    for wrapper, row in zip((first, second), report.rows, strict=True):
+        pre = pre_activation(wrapper.layer, h)  # the Dense inside, on every timestep at once
+        assert pre.shape == (BATCH, timesteps, WIDTH)
+        assert abs(np.var(pre) - 1.0) <= tight + SLACK, (wrapper.name, np.var(pre))
+        np.testing.assert_allclose(row["variance"], np.var(pre), rtol=1e-4)
+        h = np.maximum(pre, 0.0) if wrapper is first else pre
+    np.testing.assert_allclose(numpy(model(x)), h, rtol=1e-4, atol=1e-5)
+
+
 def conv(name, activation="relu", padding="same"):
     # Zero kernels: lsuv redraws every kernel, and under JAX each random draw of a new
     # shape costs a compilation.

@@ -44,11 +44,7 @@ def test_time_distributed_is_measured_over_every_timestep():
     row = keras_inits.diagnose(model, normal((BATCH, 5, 4))).layers[0]
     inner = model.get_layer("td").layer.name  # auto-numbered by Keras
     assert row["path"] == f"td/{inner}" and row["output_size"] == 5 * 6
-    report = keras_inits.lsuv(model, normal((BATCH, 5, 4)), seed=0)
-    assert report.rows[0]["status"] == "fitted"
-    dense = model.get_layer("td").layer
-    pre = normal((BATCH, 5, 4)) @ numpy(dense.kernel)  # bias zeroed by the pre-init
-    assert abs(pre.var() - 1) < 0.35  # another batch than the one fitted: sampling error
+    # LSUV over every timestep: test_lsuv.py, with timesteps of very different scales.
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "mixed_float16"])
