@@ -9,7 +9,7 @@ LOWEST_VENV := .venv-lowest
 # Extra flags for the harness, e.g. make compare ARGS="--preset=he2015" (same for diagnose)
 ARGS ?=
 
-.PHONY: venv test test-core test-lowest test-plugin-jax test-plugin-torch lint compare diagnose benchmark docs clean
+.PHONY: venv test test-core test-lowest test-plugin-jax test-plugin-torch test-tensorflow lint compare diagnose benchmark docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,12 +23,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # The plugin tests run once per Keras backend (and once more with the lowest versions); the
-# harness uses TensorFlow only. The plugin's three runs are mostly single-threaded, so they run
-# side by side (each one's output printed whole when it ends); the harness's run, which spreads
-# over both cores itself, comes after.
-test: lint docs test-core
-	$(MAKE) --jobs=3 --output-sync=target test-lowest test-plugin-jax test-plugin-torch
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q --durations=10 tests
+# harness and the documentation's examples under TensorFlow only. Everything after the lint runs
+# side by side (each target's output printed whole when it ends), the TensorFlow run first and
+# itself over two pytest workers (a file's tests stay in one worker, with its module fixtures):
+# no core idles while another target has work, and the other venvs install meanwhile.
+test: lint
+	$(MAKE) --jobs=4 --output-sync=target test-tensorflow test-plugin-jax test-lowest test-plugin-torch test-core docs
+
+test-tensorflow: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=10 tests
 
 test-plugin-jax: $(STAMP)
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q tests/plugin
