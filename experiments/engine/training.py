@@ -26,7 +26,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -190,7 +190,7 @@ def train_group(
     ]
     if config.save_models:
         for arm, initialized in zip(arms, built, strict=True):
-            _save(initialized.model, arm.run_dir, INITIAL_WEIGHTS)
+            _save(initialized.model.save_weights, arm.run_dir, INITIAL_WEIGHTS)
     with strategies.scope(config.strategy):
         optimizer = make_optimizer(cell.optimizer, cell.learning_rate, config.momentum)
         engine = _engine([b.model for b in built], data.input_shape, optimizer)
@@ -263,7 +263,7 @@ def train_group(
     engine.sync(names)
     if config.save_models:
         for arm, initialized in zip(arms, built, strict=True):
-            _save(initialized.model, arm.run_dir, MODEL_FILE)
+            _save(initialized.model.save, arm.run_dir, MODEL_FILE)
     results = []
     for arm, initialized, log, first in zip(arms, built, logs, initial, strict=True):
         step = monitor.arm_step(log)
@@ -279,8 +279,8 @@ def train_group(
     return [RunResult(entry, details, fit_seconds) for entry, details in results]
 
 
-def _save(model: keras.Model, run_dir: str, name: str) -> None:
-    """Saves `model` (`MODEL_FILE`) or its weights (`INITIAL_WEIGHTS`) into `run_dir`.
+def _save(write: Callable[[str], Any], run_dir: str, name: str) -> None:
+    """`write(path)` into `run_dir/name`: a model's `save` or `save_weights`.
 
     A model Keras cannot serialize (a layer of your own without `get_config`) costs a
     warning, not the run: its logs and numbers are kept.
@@ -288,10 +288,7 @@ def _save(model: keras.Model, run_dir: str, name: str) -> None:
     files.makedirs(run_dir)
     path = files.join(run_dir, name)
     try:
-        if name == MODEL_FILE:
-            model.save(path)
-        else:
-            model.save_weights(path)
+        write(path)
     except (NotImplementedError, TypeError, ValueError) as error:
         # Keras's message spans lines and ends with an example class: its first part says it.
         reason = " ".join(str(error).split("Example:")[0].split())

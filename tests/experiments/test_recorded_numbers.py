@@ -134,6 +134,6 @@ def test_a_model_keras_cannot_save_costs_a_warning_not_the_run(tmp_path):
     inputs = keras.Input((4,))
     model = keras.Model(inputs, Unsaveable(Table())(keras.layers.Dense(3)(inputs)))
     with pytest.warns(UserWarning, match="non-serializable argument.*--nosave_models") as caught:
-        training._save(model, str(tmp_path), training.MODEL_FILE)
+        training._save(model.save, str(tmp_path), training.MODEL_FILE)
     assert "\n" not in str(caught[0].message)
     assert not (tmp_path / training.MODEL_FILE).exists()
