@@ -1,42 +1,46 @@
-"""The harness against the loop a Keras user would write for the same comparison.
+"""The harness's fixed costs: whole comparisons against their own bare training steps.
 
-All variants compare the lesson's initializers on the same 5 x 256 tanh MLP, the
-same Shapeset batches in the same order and the same number of epochs, each timed
-from building the first model to the end of its logging:
+Three workloads, each run whole through the harness and as its bare steps:
 
-- `harness`: `experiments.runner.compare` with the lesson's settings and `--seeds`
-  (default one seed): the arms of a seed train together as one stack
-  (`experiments.engine.stacked`), with activation, gradient and weight histograms of every
-  layer every 100 steps, per-epoch metrics, HParams, summary and report.
-- `harness, towers`: the same, the arms trained as towers of one model
+- `lesson`: the 1-seed lesson comparison (6 initializers, a 5 x 256 tanh MLP, histograms
+  every 100 steps): the arms train as one stack (`experiments.engine.stacked`);
+- `ten arms`: the same MLP and data with ten arms, ten gains of `xavier_normal`: the
+  group size of a learning-rate or sigma_w sweep;
+- `towers`: a 6-arm group of the xiao2018 preset's CNN (32 tanh 3x3 convolutions,
+  `experiments.papers.architectures:xiao2018_cnn`) on fewer examples, trained as towers
   (`experiments.engine.towers`, the engine of every architecture that does not stack).
-- `plain keras`: for each initializer, build the same model, `compile` with
-  Keras's defaults (the same optimizer, loss and accuracy metric), `fit` with the
-  test set as validation data and `keras.callbacks.TensorBoard(histogram_freq=1)`
-  (weight histograms once per epoch). Keras's progress bar goes to /dev/null.
-- `steps alone`: the least any engine does: the training steps and nothing else
-  (no metrics, evaluation, histograms or report), hand-written in TensorFlow: the
-  six arms' layers stacked, one XLA-compiled loop of SGD-with-momentum steps per
-  epoch. Its final losses are printed next to the harness's, to show it does the
-  same work.
 
-The variants alternate (`--repeats` rounds), so that machine noise hits them alike;
-the table gives each one's median and its speed-up over the plain loop. Target:
-the harness at least 4x faster. `plain keras` over `steps alone` bounds what any
-engine with the same steps can reach on this machine.
+`harness` is `experiments.runner.compare` timed from its call to its return: data,
+models, step-0 evaluation and snapshot, training with per-epoch metrics and periodic
+histograms, saved models, summary and report. `bare steps` is the least any engine
+does: the same arms' training steps and nothing else (no metrics, evaluation,
+histograms, saving or report), hand-written in TensorFlow: SGD with momentum on the
+sum of the arms' losses, one compiled loop per epoch, over the same batches in the same
+order; the MLP arms stacked (`kernel (arms, in, out)`, XLA), the CNN arms side by side
+(no XLA, as the towers). Its final losses are printed next to the harness's: both do the
+same work. The variants alternate (`--repeats` rounds), after one untimed run of each on
+a tiny set, so that machine noise and the process's start-up costs fall on neither.
 
-Usage: KERAS_BACKEND=tensorflow python benchmarks/harness_speed.py [--repeats=3] [--seeds=0]
+Targets: `harness` within 1.5x of `bare steps` for `lesson` and `ten arms`. A second
+table splits the harness's time into its parts (medians over the rounds).
+
+Usage: KERAS_BACKEND=tensorflow python benchmarks/harness_speed.py [--repeats=3]
+       [--workloads=lesson,ten arms,towers] [--plain]   (--plain: also the lesson as a
+       plain Keras loop, one `fit` per initializer with `TensorBoard(histogram_freq=1)`)
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import dataclasses
+import functools
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -47,52 +51,165 @@ import tensorflow as tf
 from experiments import config as config_lib
 from experiments import models, runner
 from experiments.data import datasets as data_lib
-from experiments.engine import towers, training
+from experiments.engine import evaluation, snapshots, training
+from experiments.results import report
 
-VARIANTS = ("harness", "harness, towers", "plain keras", "steps alone")
+TEN_GAINS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+TOWER_INITIALIZERS = (
+    "delta_orthogonal", "lecun_normal", "orthogonal", "xavier_normal", "kaiming_normal",
+    "random_normal(stddev=0.1)",
+)
+
+
+def workloads() -> dict[str, config_lib.ExperimentConfig]:
+    lesson = config_lib.resolve(seeds=(0,), verbose=0, overwrite=True)
+    return {
+        "lesson": lesson,
+        "ten arms": dataclasses.replace(
+            lesson,
+            experiment="ten_arms",
+            initializers=tuple(f"xavier_normal(gain={gain})" for gain in TEN_GAINS),
+        ),
+        "towers": config_lib.resolve(
+            preset="xiao2018",
+            initializers=TOWER_INITIALIZERS,
+            seeds=(0,),
+            train_size=2048,
+            test_size=512,
+            epochs=2,
+            histogram_every=32,
+            verbose=0,
+            overwrite=True,
+        ),
+    }
+
+
+FIT = "fit: the steps (and Keras's per-step metrics)"
+# The harness's parts timed in the breakdown: (module or class, function, label).
+PARTS = (
+    (data_lib, "load", "data"),
+    (runner, "_check_initializers_fit", "models built to check they fit"),
+    (models, "initialize_run", "models built and initialized"),
+    (training, "_engine", "group engine built"),
+    (training, "_save", "models saved"),
+    (keras.Model, "fit", FIT),
+    (report, "write", "report (figures)"),
+)
+
+
+@contextlib.contextmanager
+def timed_parts() -> Iterator[dict[str, float]]:
+    """The seconds spent in each of `PARTS` (and in the first and the other snapshots)
+    while the block runs."""
+    seconds: dict[str, float] = collections.defaultdict(float)
+    running: set[str] = set()
+    patches = []
+
+    def timer(function: Callable, label: str) -> Callable:
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            running.add(label)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                running.discard(label)
+                seconds[label] += time.perf_counter() - started
+
+        return timed
+
+    for owner, name, label in PARTS:
+        patches.append(mock.patch.object(owner, name, timer(getattr(owner, name), label)))
+    take = snapshots.GroupSnapshots.take
+
+    def take_timed(self, *args, **kwargs):
+        first = self._compiled is None
+        label = "snapshot: the first (tracing)" if first else "snapshots: the others"
+        return timer(take, label)(self, *args, **kwargs)
+
+    patches.append(mock.patch.object(snapshots.GroupSnapshots, "take", take_timed))
+    evaluate = evaluation.GroupEvaluation.__call__
+
+    def evaluate_timed(self, *args, **kwargs):
+        # Within fit: the test set after each epoch.
+        within_fit = FIT in running
+        label = "validation (each epoch)" if within_fit else "step-0 evaluation"
+        return timer(evaluate, label)(self, *args, **kwargs)
+
+    patches.append(mock.patch.object(evaluation.GroupEvaluation, "__call__", evaluate_timed))
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        yield seconds
 
 
 def harness(
-    settings: config_lib.ExperimentConfig, logdir: Path, engine: str = "stacked"
-) -> tuple[float, float, list[float]]:
+    settings: config_lib.ExperimentConfig, logdir: Path
+) -> tuple[float, float, list[float], dict[str, float]]:
     """Seconds of one whole comparison through the harness, its training loop's seconds
-    per arm and step (`train_seconds` of a group / steps / arms), and the runs' final
-    losses. `engine="towers"` trains the arms as towers even though they stack."""
-    towers_only = mock.patch.object(
-        training, "_engine", lambda arms, shape, optimizer: towers.Towers(arms, shape)
-    )
-    started = time.perf_counter()
-    with towers_only if engine == "towers" else contextlib.nullcontext():
+    per arm and step (`train_seconds / steps / arms`), the runs' final training losses
+    and the seconds of each part, with the histograms' overhead on the training loop
+    (`train_seconds / (train_seconds - histogram_seconds)`) as the part "histograms x"."""
+    with timed_parts() as parts:
+        started = time.perf_counter()
         entries = runner.compare(
             dataclasses.replace(settings, logdir=str(logdir)), progress=lambda _: None
         )
-    seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
+    parts = dict(parts)
+    # Within fit, timed on their own: the periodic snapshots and the validations.
+    for inner in ("snapshots: the others", "validation (each epoch)"):
+        parts[FIT] -= parts.get(inner, 0.0)
     per_arm_step = [e["train_seconds"] / e["steps"] / e["group_size"] for e in entries]
-    return seconds, statistics.median(per_arm_step), [e["final_loss"] for e in entries]
+    first = entries[0]
+    parts["histograms x"] = first["train_seconds"] / (
+        first["train_seconds"] - first["histogram_seconds"]
+    )
+    return seconds, statistics.median(per_arm_step), [e["final_loss"] for e in entries], parts
 
 
-def steps_alone(
+def bare_steps(
     settings: config_lib.ExperimentConfig, dataset: data_lib.Dataset
-) -> tuple[float, list[float]]:
+) -> tuple[float, float, list[float]]:
     """Seconds of the comparison's training steps alone, hand-written (see the module
-    docstring), and each run's mean training loss over the last epoch."""
+    docstring), the seconds per arm and step of their loop alone (after compilation),
+    and each run's mean training loss over the last epoch."""
     cell = settings.cells()[0]
     started = time.perf_counter()
-    finals = []
-    for seed in settings.seeds:
-        arms = [
-            models.initialize_run(settings, cell, dataset, initializer=spec, seed=seed).model
-            for spec in settings.initializers
-        ]
-        batches = training.training_batches(
-            dataset.x_train, dataset.y_train, cell.batch_size, seed, settings.epochs
-        )
-        finals += _train_by_hand(arms, batches, cell, settings, len(dataset.x_train))
-    return time.perf_counter() - started, finals
+    arms = [
+        models.initialize_run(settings, cell, dataset, initializer=spec, seed=0).model
+        for spec in settings.initializers
+    ]
+    batches = training.training_batches(
+        dataset.x_train, dataset.y_train, cell.batch_size, 0, settings.epochs
+    )
+    steps = training.batches_per_epoch(len(dataset.x_train), cell.batch_size)
+    train = _stacked_mlp_step(arms, cell, settings) if cell.model == "mlp" else (
+        _towers_step(arms, cell, settings)
+    )
+
+    @tf.function
+    def epoch(iterator):
+        total = tf.zeros([len(arms)])
+        for _ in tf.range(steps):
+            x, y = next(iterator)
+            total += train(x, y) * tf.cast(tf.shape(y)[0], tf.float32)
+        return total / len(dataset.x_train)
+
+    iterator = iter(batches)
+    loop = 0.0
+    for index in range(settings.epochs):
+        epoch_started = time.perf_counter()
+        losses = epoch(iterator).numpy()
+        if index:  # the first epoch holds the tracing and compilation
+            loop += time.perf_counter() - epoch_started
+    seconds = time.perf_counter() - started
+    per_arm_step = loop / max(settings.epochs - 1, 1) / steps / len(arms)
+    return seconds, per_arm_step, [float(loss) for loss in losses]
 
 
-def _train_by_hand(arms, batches, cell, settings, size: int) -> list[float]:
-    """SGD with momentum on the arms' Dense layers, stacked; the last epoch's mean losses."""
+def _stacked_mlp_step(arms, cell, settings) -> Callable:
+    """SGD with momentum on the MLP arms' Dense layers, stacked, XLA-compiled."""
     layers = [
         [layer for layer in arm.layers if isinstance(layer, keras.layers.Dense)] for arm in arms
     ]
@@ -104,7 +221,6 @@ def _train_by_hand(arms, batches, cell, settings, size: int) -> list[float]:
     weights = kernels + biases
     velocities = [tf.Variable(tf.zeros_like(w)) for w in weights]
     activation = keras.activations.get(cell.activation)
-    steps = training.batches_per_epoch(size, cell.batch_size)
 
     @tf.function(jit_compile=True)
     def step(x, y):
@@ -121,25 +237,71 @@ def _train_by_hand(arms, batches, cell, settings, size: int) -> list[float]:
                 tf.nn.sparse_softmax_cross_entropy_with_logits(labels, hidden), axis=1
             )
             total = tf.reduce_sum(losses)
-        gradients = tape.gradient(total, weights)
-        for weight, velocity, gradient in zip(weights, velocities, gradients, strict=True):
-            # Keras's SGD with momentum (not Nesterov).
-            velocity.assign(velocity * settings.momentum - gradient * cell.learning_rate)
-            weight.assign_add(velocity)
+        _momentum_step(tape.gradient(total, weights), weights, velocities, cell, settings)
         return losses
 
-    @tf.function
-    def epoch(iterator):
-        total = tf.zeros([len(arms)])
-        for _ in tf.range(steps):
-            x, y = next(iterator)
-            total += step(x, y) * tf.cast(tf.shape(y)[0], tf.float32)
-        return total / size
+    return step
 
-    iterator = iter(batches)
-    for _ in range(settings.epochs):
-        losses = epoch(iterator)
-    return [float(loss) for loss in losses]
+
+def _towers_step(arms, cell, settings) -> Callable:
+    """SGD with momentum on the arms side by side (any architecture), no XLA."""
+    weights = [w.value for arm in arms for w in arm.trainable_weights]
+    velocities = [tf.Variable(tf.zeros_like(w)) for w in weights]
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            losses = tf.stack([
+                tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, arm(x)))
+                for arm in arms
+            ])
+            total = tf.reduce_sum(losses)
+        _momentum_step(tape.gradient(total, weights), weights, velocities, cell, settings)
+        return losses
+
+    return step
+
+
+def _momentum_step(gradients, weights, velocities, cell, settings) -> None:
+    """Keras's SGD with momentum (not Nesterov)."""
+    for weight, velocity, gradient in zip(weights, velocities, gradients, strict=True):
+        velocity.assign(velocity * settings.momentum - gradient * cell.learning_rate)
+        weight.assign_add(velocity)
+
+
+def plain_keras(
+    settings: config_lib.ExperimentConfig, dataset: data_lib.Dataset, logdir: Path
+) -> float:
+    """Seconds of the comparison as a Keras user's loop: per initializer, build, `compile`
+    with Keras's defaults, `fit` with the test set as validation data and
+    `keras.callbacks.TensorBoard(histogram_freq=1)` (progress bar to /dev/null)."""
+    cell = settings.cells()[0]
+    started = time.perf_counter()
+    for index, spec in enumerate(settings.initializers):
+        model = models.initialize_run(settings, cell, dataset, initializer=spec, seed=0).model
+        model.compile(
+            optimizer=training.make_optimizer(
+                cell.optimizer, cell.learning_rate, settings.momentum
+            ),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+            model.fit(
+                training.training_batches(
+                    dataset.x_train, dataset.y_train, cell.batch_size, 0, settings.epochs
+                ),
+                epochs=settings.epochs,
+                steps_per_epoch=training.batches_per_epoch(
+                    len(dataset.x_train), cell.batch_size
+                ),
+                validation_data=(dataset.x_test, dataset.y_test),
+                shuffle=False,  # the batches are in their order already
+                callbacks=[
+                    keras.callbacks.TensorBoard(str(logdir / str(index)), histogram_freq=1)
+                ],
+            )
+    return time.perf_counter() - started
 
 
 def matmul_gflops(size: int = 2048, calls: int = 10) -> float:
@@ -154,122 +316,78 @@ def matmul_gflops(size: int = 2048, calls: int = 10) -> float:
     return 2 * size**3 * calls / (time.perf_counter() - started) / 1e9
 
 
-def plain_keras(
-    settings: config_lib.ExperimentConfig, dataset: data_lib.Dataset, logdir: Path
-) -> float:
-    """Seconds of the same comparison as a Keras user's loop (see the module docstring)."""
-    cell = settings.cells()[0]
-    started = time.perf_counter()
-    for seed in settings.seeds:
-        for index, spec in enumerate(settings.initializers):
-            model = models.initialize_run(
-                settings, cell, dataset, initializer=spec, seed=seed
-            ).model
-            model.compile(
-                optimizer=training.make_optimizer(
-                    cell.optimizer, cell.learning_rate, settings.momentum
-                ),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
-            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
-                model.fit(
-                    training.training_batches(
-                        dataset.x_train, dataset.y_train, cell.batch_size, seed, settings.epochs
-                    ),
-                    epochs=settings.epochs,
-                    steps_per_epoch=training.batches_per_epoch(
-                        len(dataset.x_train), cell.batch_size
-                    ),
-                    validation_data=(dataset.x_test, dataset.y_test),
-                    shuffle=False,  # the batches are in their order already
-                    callbacks=[
-                        keras.callbacks.TensorBoard(
-                            str(logdir / f"{index}_seed{seed}"), histogram_freq=1
-                        )
-                    ],
-                )
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seeds", default="0", help="comma-separated, as the harness takes")
+    parser.add_argument("--workloads", default="lesson,ten arms,towers")
+    parser.add_argument("--plain", action="store_true", help="also the plain Keras loop")
     args = parser.parse_args()
-    seeds = tuple(int(seed) for seed in args.seeds.split(","))
-    settings = config_lib.resolve(seeds=seeds, verbose=0, overwrite=True)
-    dataset = data_lib.load(settings.dataset, settings.train_size, settings.test_size)
-    steps = settings.epochs * -(-settings.train_size // settings.batch_size[0])
-    runs = len(settings.initializers) * len(seeds)
-    print(
-        f"lesson: {runs} runs ({len(settings.initializers)} initializers x {len(seeds)} "
-        f"seed(s)) of a 5x256 tanh MLP, {steps} steps each, histograms every "
-        f"{settings.histogram_every} steps; medians of {args.repeats} alternating repeats"
-    )
+    chosen = {name: settings for name, settings in workloads().items()
+              if name in args.workloads.split(",")}
+    data = {
+        name: data_lib.load(s.dataset, s.train_size, s.test_size) for name, s in chosen.items()
+    }
+    print(f"a 2048x2048 float32 matmul runs at {matmul_gflops():.0f} GFLOP/s here; "
+          f"medians of {args.repeats} alternating rounds")
     # One-time costs of the process (TensorFlow's and XLA's start-up, matplotlib's
-    # import) would fall on whichever variant runs first: pay them on a tiny run first.
-    tiny = dataclasses.replace(settings, train_size=320, test_size=64, epochs=1)
-    tiny_data = data_lib.load(tiny.dataset, tiny.train_size, tiny.test_size)
+    # import) would fall on whichever variant runs first: pay them on tiny runs first.
     with tempfile.TemporaryDirectory() as root:
-        harness(tiny, Path(root) / "stacked")
-        harness(tiny, Path(root) / "towers", "towers")
-        plain_keras(tiny, tiny_data, Path(root) / "plain")
-        steps_alone(tiny, tiny_data)
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    arm_steps: dict[str, list[float]] = {"harness": [], "harness, towers": []}
-    final_losses: dict[str, list[float]] = {}
+        for name, settings in chosen.items():
+            tiny = dataclasses.replace(settings, train_size=256, test_size=64, epochs=1)
+            harness(tiny, Path(root) / name)
+            bare_steps(tiny, data_lib.load(tiny.dataset, tiny.train_size, tiny.test_size))
+    times = {name: collections.defaultdict(list) for name in chosen}
+    arm_steps = {name: collections.defaultdict(list) for name in chosen}
+    parts = {name: collections.defaultdict(list) for name in chosen}
+    finals: dict[str, dict[str, list[float]]] = {name: {} for name in chosen}
     with tempfile.TemporaryDirectory() as root:
         for repeat in range(args.repeats):
-            for name in ("harness", "harness, towers"):
-                engine = "towers" if name.endswith("towers") else "stacked"
-                seconds, per_arm_step, final_losses[name] = harness(
-                    settings, Path(root) / f"{engine}{repeat}", engine
+            for name, settings in chosen.items():
+                seconds, per_step, finals[name]["harness"], split = harness(
+                    settings, Path(root) / f"{name}{repeat}"
                 )
-                times[name].append(seconds)
-                arm_steps[name].append(per_arm_step)
-            times["plain keras"].append(
-                plain_keras(settings, dataset, Path(root) / f"plain{repeat}")
-            )
-            seconds, final_losses["steps alone"] = steps_alone(settings, dataset)
-            times["steps alone"].append(seconds)
-            done = ", ".join(f"{name} {values[-1]:.1f} s" for name, values in times.items())
-            print(f"  repeat {repeat + 1}: {done}", flush=True)
-    medians = {name: statistics.median(values) for name, values in times.items()}
-    print(f"{'':<17}{'median s':>10}{'s per run':>11}{'vs plain':>10}")
-    for name, median in medians.items():
-        ratio = medians["plain keras"] / median
-        print(f"{name:<17}{median:>10.1f}{median / runs:>11.1f}{ratio:>9.2f}x")
-    print("\nfinal training losses (the last round's):")
-    for name, losses in final_losses.items():
-        gap = max(abs(a - b) for a, b in zip(losses, final_losses["harness"], strict=True))
-        values = ", ".join(f"{value:.4f}" for value in losses)
-        print(f"  {name:<17}{values}  (largest difference from the harness: {gap:.1e})")
-    cell = settings.cells()[0]
-    model = models.build(
-        "mlp",
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
-        depth=cell.depth,
-        width=cell.width,
-        activation=cell.activation,
-        initializer="xavier_normal",
-        seed=0,
-    )
-    flops = 6 * cell.batch_size * sum(int(np.prod(w.shape)) for w in model.weights)
-    peak = matmul_gflops()
-    per_arm_step = {name: statistics.median(values) for name, values in arm_steps.items()}
-    per_arm_step["steps alone"] = medians["steps alone"] / (steps * runs)
-    print(f"\nper arm and step ({flops / 1e6:.0f} MFLOP; a 2048x2048 float32 matmul here "
-          f"runs at {peak:.0f} GFLOP/s):")
-    for name, seconds in per_arm_step.items():
-        rate = flops / seconds / 1e9
-        print(f"  {name:<17}{seconds * 1000:>6.2f} ms  {rate:>4.0f} GFLOP/s ({rate / peak:.0%})")
-    print(
-        f"the steps alone (models built, step compiled, nothing logged) are "
-        f"{medians['plain keras'] / medians['steps alone']:.1f}x faster than the plain loop: "
-        "an engine that also evaluates and logs cannot be more on this machine"
-    )
+                times[name]["harness"].append(seconds)
+                arm_steps[name]["harness"].append(per_step)
+                for part, value in split.items():
+                    parts[name][part].append(value)
+                seconds, per_step, finals[name]["bare steps"] = bare_steps(settings, data[name])
+                times[name]["bare steps"].append(seconds)
+                arm_steps[name]["bare steps"].append(per_step)
+                if args.plain and name == "lesson":
+                    times[name]["plain keras"].append(
+                        plain_keras(settings, data[name], Path(root) / f"plain{repeat}")
+                    )
+                done = ", ".join(f"{v} {s[-1]:.1f} s" for v, s in times[name].items())
+                print(f"  round {repeat + 1}, {name}: {done}", flush=True)
+
+    # The ratio of each round's pair, side by side in time, is steadier on a shared machine
+    # than the ratio of the medians; both are printed.
+    print(f"\n{'':<10}{'arms':>5}{'steps':>7}{'harness s':>11}{'bare s':>8}{'ratio':>7}"
+          f"{'per round':>11}{'harness ms/arm-step':>21}{'bare':>6}")
+    for name, settings in chosen.items():
+        median = {variant: statistics.median(values) for variant, values in times[name].items()}
+        per_step = {v: statistics.median(values) * 1000 for v, values in arm_steps[name].items()}
+        pairs = zip(times[name]["harness"], times[name]["bare steps"], strict=True)
+        rounds = [harness_seconds / bare for harness_seconds, bare in pairs]
+        cell = settings.cells()[0]
+        steps = settings.epochs * training.batches_per_epoch(settings.train_size, cell.batch_size)
+        print(f"{name:<10}{len(settings.initializers):>5}{steps:>7}{median['harness']:>11.1f}"
+              f"{median['bare steps']:>8.1f}{median['harness'] / median['bare steps']:>6.2f}x"
+              f"{statistics.median(rounds):>10.2f}x"
+              f"{per_step['harness']:>21.2f}{per_step['bare steps']:>6.2f}")
+        if "plain keras" in median:
+            print(f"{'':<10}plain Keras loop: {median['plain keras']:.1f} s "
+                  f"({median['plain keras'] / median['bare steps']:.2f}x the bare steps)")
+    for name in chosen:
+        print(f"\n{name}: the harness's parts (median s)")
+        overhead = statistics.median(parts[name].pop("histograms x"))
+        for part, values in sorted(parts[name].items(), key=lambda kv: -statistics.median(kv[1])):
+            print(f"  {part:<40}{statistics.median(values):>7.2f}")
+        print(f"  histograms' overhead on the training loop (train_seconds over train_seconds "
+              f"less histogram_seconds): {overhead:.2f}x")
+        print("  final training losses (last round):")
+        for variant, losses in finals[name].items():
+            print(f"    {variant:<12}" + ", ".join(f"{loss:.4f}" for loss in losses))
 
 
 if __name__ == "__main__":

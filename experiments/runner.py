@@ -95,7 +95,7 @@ def _compare(
             f"--model=cnn needs image inputs (height, width, channels); {config.dataset} "
             f"has inputs of shape {data.input_shape}."
         )
-    _check_initializers_fit(config, data)
+    checked = _check_initializers_fit(config, data)
     live = progress is print and config.verbose == 0 and sys.stdout.isatty()
     live = live and not config.ray_address  # Ray's tasks report when they end
     runs = all_runs(config)
@@ -126,7 +126,7 @@ def _compare(
     if config.ray_address:
         outcomes = cluster.train_groups(config, data, work)
     else:
-        outcomes = _train_here(config, data, work, swept, callbacks, live)
+        outcomes = _train_here(config, data, work, swept, callbacks, live, checked)
     left = sum(len(group.initializers) for group in groups)
     for outcome in outcomes:
         keys = outcome.group.runs()
@@ -171,8 +171,11 @@ def _train_here(
     swept: Sequence[str],
     callbacks: Sequence[keras.callbacks.Callback],
     live: bool,
+    checked: dict[tuple, models.Initialized],
 ) -> Iterator[cluster.Outcome]:
-    """Trains the groups one after the other in this process."""
+    """Trains the groups one after the other in this process; the models `checked` built
+    (by architecture and initializer, with the first seed) are trained by the first group
+    that needs them, rather than built again."""
     for number, (group, arms) in enumerate(work, start=1):
         settings = group.cell.describe(swept)
         label = f"group {number}/{len(work)} ({len(arms)} arm{'s' * (len(arms) > 1)}, "
@@ -185,6 +188,11 @@ def _train_here(
             seed=group.seed,
             arms=arms,
             callbacks=[*callbacks, *([LiveLine(label, config.epochs)] if live else [])],
+            built=[
+                checked.pop((_architecture(group.cell), arm.initializer), None)
+                if group.seed == config.seeds[0] else None
+                for arm in arms
+            ],
         )
         yield cluster.Outcome(group, results, None, time.perf_counter() - started)
 
@@ -237,18 +245,29 @@ def _remove_earlier_runs(root: str) -> None:
         files.remove(files.join(root, result))
 
 
-def _check_initializers_fit(config: ExperimentConfig, data: data_lib.Dataset) -> None:
-    """Builds each initializer's model once per architecture, so that a model that does not
-    fit the data (your own) or a spec that cannot initialize it (dirac on an MLP, whose
-    every kernel would get the fallback) fails before training."""
+def _check_initializers_fit(
+    config: ExperimentConfig, data: data_lib.Dataset
+) -> dict[tuple, models.Initialized]:
+    """Builds each initializer's model once per architecture, with the first seed, so that a
+    model that does not fit the data (your own) or a spec that cannot initialize it (dirac
+    on an MLP, whose every kernel would get the fallback) fails before training. Returns
+    them by (`_architecture`, initializer)."""
     architectures = {}
     for cell in config.cells():
-        architectures.setdefault((cell.model, cell.depth, cell.width, cell.activation), cell)
-    for cell in architectures.values():
-        for initializer in config.initializers:
-            models.initialize_run(
-                config, cell, data, initializer=initializer, seed=config.seeds[0]
-            )
+        architectures.setdefault(_architecture(cell), cell)
+    return {
+        (architecture, initializer): models.initialize_run(
+            config, cell, data, initializer=initializer, seed=config.seeds[0]
+        )
+        for architecture, cell in architectures.items()
+        for initializer in config.initializers
+    }
+
+
+def _architecture(cell: config_lib.Cell) -> tuple:
+    """What a cell's model depends on: cells that differ only in training settings build
+    the same model."""
+    return (cell.model, cell.depth, cell.width, cell.activation)
 
 
 class LiveLine(keras.callbacks.Callback):

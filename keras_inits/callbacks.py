@@ -13,11 +13,11 @@ backend. Under the TensorFlow backend one snapshot is a single compiled
 `tf.function` call that computes, buckets and writes everything; under JAX and
 PyTorch it runs eagerly and buckets with NumPy.
 
-Histograms are bucketed by `tf.histogram_fixed_width` (`tf_histograms`) and written
-as the histogram plugin's `[k, 3]` tensor (left edge, right edge, count), which
-is what `tf.summary.histogram` writes too; `tf.summary.histogram` builds an
-(n x k) one-hot matrix per tensor instead, about 25x slower on the activations
-of a 256-wide MLP.
+Histograms are bucketed by `tf_histograms` (every tensor of one size in one
+`bincount`) and written as the histogram plugin's `[k, 3]` tensor (left edge, right
+edge, count), which is what `tf.summary.histogram` writes too; `tf.summary.histogram`
+builds an (n x k) one-hot matrix per tensor instead, about 25x slower on the
+activations of a 256-wide MLP.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 
 from keras_inits._extras import HARNESS, require
 from keras_inits.signals import SignalProbe
+from keras_inits.taps import Tap
 
 BINS = 30  # TensorBoard's default bucket count.
 # TensorBoard scalar tag prefix -> the statistic (keras_inits.signals.Signals.statistics).
@@ -66,41 +67,79 @@ def histogram_tags(layer: str) -> tuple[str, str, str, str]:
     )
 
 
-def tf_histograms(tensors: Sequence[Any], bins: int = BINS) -> Any:
+def tf_histograms(tensors: Sequence[Any], bins: int = BINS, grouped: bool = False) -> Any:
     """The histogram plugin's float64 `[bins, 3]` tensor (left edge, right edge, count) of
-    each tensor, stacked into `[len(tensors), bins, 3]`, over its finite values (TensorFlow).
+    each tensor, stacked into `[len(tensors), bins, 3]`, over its finite values (TensorFlow);
+    a None (a frozen kernel's gradient) gets an empty histogram. `grouped`: the first
+    axis of every tensor indexes models, each of which gets its own histogram, stacked
+    into `[len(tensors), models, bins, 3]`.
 
     Buckets span [min, max] of each tensor's finite values; a constant tensor gets a
     range of width 1 around its value (as `tf.summary.histogram` does), wider beyond
     +-500 where float32 cannot tell the value from the value +- 0.5. NaN and inf
-    (a diverging run) are left out rather than spoiling the range. Each tensor is
-    counted by `tf.histogram_fixed_width` (fast at run time) with only scalar ops
-    around it; edges and the non-finite correction are computed for all tensors at
-    once, which keeps the traced graph small.
+    (a diverging run) are left out rather than spoiling the range.
+
+    Tensors of one size are bucketed together, as the rows of one matrix: a value's
+    bucket is floor((v - low) * bins / (high - low)) (the maximum in the last), as
+    `tf.histogram_fixed_width` buckets one tensor, and one `bincount` counts every row.
+    The traced graph thus grows with the number of sizes, not of tensors: a layer's
+    activations and their gradients share a size, and so do its kernel and the
+    kernel's gradient, and every layer of one width.
     """
     tf = _tensorflow()
-    counts, lows, highs, non_finite = [], [], [], []
+    if not tensors:
+        return tf.zeros([0, bins, 3], tf.float64)
+    present = [tensor for tensor in tensors if tensor is not None]
+    models = int(present[0].shape[0]) if grouped and present else 1
+    matrices = []
     for tensor in tensors:
-        values = tf.reshape(tf.cast(tensor, tf.float32), [-1])
-        finite = tf.math.is_finite(values)
-        low = tf.reduce_min(tf.where(finite, values, np.inf))
-        high = tf.reduce_max(tf.where(finite, values, -np.inf))
-        seen = low <= high  # False when the tensor has no finite value (or none at all)
-        low, high = tf.where(seen, low, 0.0), tf.where(seen, high, 0.0)
-        pad = tf.where(high > low, 0.0, _constant_pad(tf, low))
-        low, high = low - pad, high + pad
-        # Non-finite values are counted in bucket 0 as `low`, then taken out again.
-        counts.append(
-            tf.histogram_fixed_width(tf.where(finite, values, low), [low, high], nbins=bins)
-        )
-        non_finite.append(tf.size(values) - tf.math.count_nonzero(finite, dtype=tf.int32))
-        lows.append(low)
-        highs.append(high)
-    low, high = tf.stack(lows)[:, None], tf.stack(highs)[:, None]
-    edges = low + (high - low) * tf.range(bins + 1, dtype=tf.float32)[None, :] / bins
-    counts = tf.stack(counts) - tf.one_hot(0, bins, dtype=tf.int32)[None, :] * tf.stack(
-        non_finite
-    )[:, None]
+        values = tf.cast(tensor if tensor is not None else tf.zeros([models, 0]), tf.float32)
+        matrices.append(tf.reshape(values, [models, -1]))
+    by_size: dict[int, list[int]] = {}
+    for index, matrix in enumerate(matrices):
+        by_size.setdefault(int(matrix.shape[1]), []).append(index)
+    parts, order = [], []
+    for size, members in by_size.items():
+        # At most _ROW_BUDGET values a batch: a stack of every activation of a deep CNN
+        # would double the snapshot's memory.
+        count = max(1, _ROW_BUDGET // max(size * models, 1))
+        for start in range(0, len(members), count):
+            chunk = members[start : start + count]
+            parts.append(_bucket_rows(tf, tf.concat([matrices[i] for i in chunk], 0), bins))
+            order += chunk
+    stacked = tf.reshape(tf.concat(parts, axis=0), [len(tensors), models, bins, 3])
+    stacked = tf.gather(stacked, np.argsort(np.array(order)))  # back to the order given
+    return stacked if grouped else stacked[:, 0]
+
+
+# Values bucketed in one batch at most (32 MB as float64); more make several batches.
+_ROW_BUDGET = 1 << 22
+
+
+def _bucket_rows(tf: Any, values: Any, bins: int) -> Any:
+    """`tf_histograms` of each row of the float32 matrix `values`: `[rows, bins, 3]`."""
+    finite = tf.math.is_finite(values)
+    low = tf.reduce_min(tf.where(finite, values, np.inf), axis=1)
+    high = tf.reduce_max(tf.where(finite, values, -np.inf), axis=1)
+    seen = low <= high  # False when a row has no finite value (or none at all)
+    low, high = tf.where(seen, low, 0.0), tf.where(seen, high, 0.0)
+    pad = tf.where(high > low, 0.0, _constant_pad(tf, low))
+    low, high = low - pad, high + pad
+    # Bucket floor((v - low) * (bins / (high - low))), the maximum in the last.
+    scale = bins / (high - low)
+    index = tf.cast(
+        tf.minimum((tf.maximum(values, low[:, None]) - low[:, None]) * scale[:, None], bins - 1),
+        tf.int32,
+    )
+    # Non-finite values go to an extra bucket per row, dropped below.
+    index = tf.where(finite, index, bins)
+    rows = tf.shape(values)[0]
+    index += tf.range(rows)[:, None] * (bins + 1)
+    counts = tf.math.bincount(
+        tf.reshape(index, [-1]), minlength=rows * (bins + 1), maxlength=rows * (bins + 1)
+    )
+    counts = tf.reshape(counts, [rows, bins + 1])[:, :bins]
+    edges = low[:, None] + (high - low)[:, None] * tf.range(bins + 1, dtype=tf.float32) / bins
     stacked = tf.stack([edges[:, :-1], edges[:, 1:], tf.cast(counts, tf.float32)], 2)
     return tf.cast(stacked, tf.float64)
 
@@ -136,6 +175,19 @@ class Snapshot:
     layers: list[str]
     statistics: list[dict[str, float | None]]
     histograms: dict[str, np.ndarray]
+
+    @classmethod
+    def from_tensors(
+        cls, step: int, taps: Sequence[Tap], stats: list[dict[str, Any]], buckets: dict[str, Any]
+    ) -> Snapshot:
+        """The snapshot of `taps` from a compiled snapshot's outputs (`Signals.statistics`
+        rows, tag -> `tf_histograms` row)."""
+        return cls(
+            step,
+            [tap.path for tap in taps],
+            _stats_to_numpy(stats),
+            {tag: np.asarray(_to_numpy(value)) for tag, value in buckets.items()},
+        )
 
     def profile(self) -> dict[str, list]:
         """Per-layer lists (JSON-ready), as the harness's report reads them."""
@@ -304,19 +356,7 @@ class SignalHistograms(keras.callbacks.Callback):
         else:
             stats, buckets = self._eager_snapshot(step, scalars, histograms)
         self.last_step = step if histograms else self.last_step
-        layers = [tap.path for tap in probe.taps]
-        return Snapshot(step, layers, stats, buckets)
-
-    def _tags(self) -> tuple[list[str], dict[str, bytes]]:
-        from tensorboard.plugins.histogram import metadata
-
-        tags = [tag for tap in self.probe().taps for tag in histogram_tags(tap.path)]
-        serialized = {
-            tag: metadata.create_summary_metadata(display_name=tag, description="")
-            .SerializeToString()
-            for tag in tags
-        }
-        return tags, serialized
+        return Snapshot.from_tensors(step, probe.taps, stats, buckets)
 
     def _tf_snapshot(self, step: int, scalars: bool, histograms: bool):
         tf = self._tf
@@ -326,34 +366,21 @@ class SignalHistograms(keras.callbacks.Callback):
             self._compiled = None
         self._compiled_trainable = trainable
         if self._compiled is None:
-            tags, serialized = self._tags()
-            probe = self.probe()
-            writer = self.writer
-            bins = self.bins
+            probe, writer, bins = self.probe(), self.writer, self.bins
+            metadata = histogram_metadata(probe.taps)
 
             def compute(step, log_scalars, log_histograms):
                 signals = probe.compute()
                 stats = signals.statistics()
-                values = signals.per_layer_tensors()  # in the order of `tags`
-                stacked = tf_histograms(
-                    [value if value is not None else tf.zeros([0]) for value in values], bins
-                )
-                buckets = {tag: stacked[i] for i, tag in enumerate(tags)}
-
-                def write_scalars():
-                    _write_scalars(tf, probe, stats)
-                    return tf.constant(True)
-
-                def write_histograms():
-                    for tag, value in buckets.items():
-                        tf.summary.write(tag, value, metadata=serialized[tag])
-                    return tf.constant(True)
-
-                # One cond per kind of summary, not one per tag (record_if's way): each
-                # cond traces two branch functions, the costliest part of the trace.
-                with writer.as_default(step=step), tf.summary.record_if(True):
-                    tf.cond(log_scalars, write_scalars, lambda: tf.constant(False))
-                    tf.cond(log_histograms, write_histograms, lambda: tf.constant(False))
+                stacked = tf_histograms(signals.per_layer_tensors(), bins)
+                scalars = scalar_summaries(probe.taps, stats)
+                values = _stack_scalars(tf, [value for _, value in scalars])
+                with writer.as_default(step=step):
+                    write_summaries(
+                        [tag for tag, _ in scalars], values, metadata, stacked,
+                        log_scalars, log_histograms,
+                    )
+                buckets = {tag: stacked[i] for i, tag in enumerate(metadata)}
                 return [{k: v for k, v in row.items() if v is not None} for row in stats], buckets
 
             # Plain Python control flow only: no AutoGraph conversion (it doubles tracing).
@@ -361,42 +388,115 @@ class SignalHistograms(keras.callbacks.Callback):
             # callbacks' (it counts per code object, and each callback traces once; many
             # callbacks in one process are not retracing).
             self._compiled = tf.function(functools.partial(compute), autograph=False)
-        stats, buckets = self._compiled(
+        return self._compiled(
             tf.constant(step, tf.int64), tf.constant(scalars), tf.constant(histograms)
         )
-        return _stats_to_numpy(stats), {tag: value.numpy() for tag, value in buckets.items()}
 
     def _eager_snapshot(self, step: int, scalars: bool, histograms: bool):
         tf = self._tf
         probe = self.probe()
-        tags, serialized = self._tags()
+        metadata = histogram_metadata(probe.taps)
         signals = probe.compute()
-        stats = _stats_to_numpy(signals.statistics())
-        values = signals.per_layer_tensors()  # in the order of `tags`
+        stats = signals.statistics()
+        values = signals.per_layer_tensors()  # in the order of the tags
         buckets = {
             tag: np_histogram(_to_numpy(value) if value is not None else [], self.bins)
-            for tag, value in zip(tags, values, strict=True)
+            for tag, value in zip(metadata, values, strict=True)
         }
         with self.writer.as_default(step=step):
             if scalars:
-                _write_scalars(tf, probe, stats)
+                _write_scalars(tf, probe.taps, _stats_to_numpy(stats))
             if histograms:
-                for tag, value in buckets.items():
-                    tf.summary.write(tag, value, metadata=serialized[tag])
+                _write_histograms(tf, buckets, metadata)
         return stats, buckets
 
 
-def _write_scalars(tf, probe: SignalProbe, stats: list[dict[str, Any]]) -> None:
+def histogram_metadata(taps: Sequence[Tap]) -> dict[str, bytes]:
+    """The histogram plugin's serialized metadata of each histogram tag of `taps`, in the
+    order of `Signals.per_layer_tensors`."""
+    from tensorboard.plugins.histogram import metadata
+
+    return {
+        tag: metadata.create_summary_metadata(display_name=tag, description="")
+        .SerializeToString()
+        for tap in taps
+        for tag in histogram_tags(tap.path)
+    }
+
+
+def scalar_summaries(taps: Sequence[Tap], stats: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(tag, value) of each scalar of `stats` (`Signals.statistics` rows), in `SCALARS`
+    order layer by layer; statistics that are None (undefined) have none."""
+    return [
+        (f"{prefix}/{tap.path}", row[key])
+        for tap, row in zip(taps, stats, strict=True)
+        for prefix, key in SCALARS.items()
+        if row.get(key) is not None
+    ]
+
+
+def write_summaries(
+    scalar_tags: Sequence[str],
+    scalars: Any,
+    metadata: dict[str, bytes],
+    histograms: Any,
+    log_scalars: Any,
+    log_histograms: Any,
+) -> None:
+    """Inside a `tf.function`, under a default writer and step: `scalars[i]` as the
+    scalar `scalar_tags[i]` when the boolean tensor `log_scalars` is true, and
+    `histograms[j]` (`tf_histograms` rows) as the histogram of the j-th tag of
+    `metadata` (tag -> serialized metadata) when `log_histograms` is.
+
+    Each kind is one `tf.while_loop` over its tags: the traced graph does not grow with
+    the number of tags (a cond per tag, `record_if`'s way, traces two branch functions
+    each, the costliest part of a trace)."""
+    tf = _tensorflow()
+    from tensorboard.plugins.scalar import metadata as scalar_metadata
+
+    scalar_kind = scalar_metadata.create_summary_metadata(display_name="", description="")
+    kinds = (
+        (log_scalars, scalar_tags, scalars, [scalar_kind.SerializeToString()] * len(scalar_tags)),
+        (log_histograms, list(metadata), histograms, list(metadata.values())),
+    )
+    with tf.summary.record_if(True):
+        for wanted, tags, values, serialized in kinds:
+            _write_loop(tf, wanted, tags, values, serialized)
+
+
+def _stack_scalars(tf, values: Sequence[Any]) -> Any:
+    """The scalars as one float32 tensor (their first axis: `[n, ...]`)."""
+    return tf.stack([tf.cast(value, tf.float32) for value in values]) if values else tf.zeros([0])
+
+
+def _write_loop(tf, wanted: Any, tags: Sequence[str], values: Any, serialized: list) -> None:
+    """`tf.summary.write(tags[i], values[i])` for every i in one while loop, if `wanted`
+    (else the loop runs no iteration: a `tf.cond` would trace two more functions)."""
+    if not tags:
+        return
+    tags_tensor, serialized_tensor = tf.constant(list(tags)), tf.constant(serialized)
+    count = tf.where(wanted, len(tags), 0)
+
+    def body(i):
+        tf.summary.write(tags_tensor[i], values[i], metadata=serialized_tensor[i])
+        return [i + 1]
+
+    tf.while_loop(lambda i: i < count, body, [tf.constant(0)])
+
+
+def _write_histograms(tf, buckets: dict[str, Any], metadata: dict[str, bytes]) -> None:
+    for tag, value in buckets.items():
+        tf.summary.write(tag, value, metadata=metadata[tag])
+
+
+def _write_scalars(tf, taps: Sequence[Tap], stats: list[dict[str, Any]]) -> None:
     """The per-layer statistics as scalars (`tf.summary.write` with the scalar plugin's
     metadata, as `tf.summary.scalar` writes them, but with no name scope in the tag)."""
     from tensorboard.plugins.scalar import metadata
 
     serialized = metadata.create_summary_metadata(display_name="", description="")
-    for tap, row in zip(probe.taps, stats, strict=True):
-        for prefix, key in SCALARS.items():
-            if row.get(key) is not None:
-                value = tf.cast(row[key], tf.float32)
-                tf.summary.write(f"{prefix}/{tap.path}", value, metadata=serialized)
+    for tag, value in scalar_summaries(taps, stats):
+        tf.summary.write(tag, tf.cast(value, tf.float32), metadata=serialized)
 
 
 def _to_numpy(value: Any) -> np.ndarray:

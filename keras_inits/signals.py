@@ -41,45 +41,67 @@ _UNIT_BOUNDED = ("sigmoid", "hard_sigmoid")
 _RELU_LIKE = ("relu", "relu6")
 
 
-def saturation(activation: str | None, outputs: Any) -> Any | None:
+def saturation(activation: str | None, outputs: Any, grouped: bool = False) -> Any | None:
     """The fraction of saturated outputs, or None where saturation is undefined.
 
     tanh, softsign, hard_tanh (range (-1, 1)): |a| > 0.9. sigmoid, hard_sigmoid
-    (range (0, 1)): a outside (0.1, 0.9). Unbounded activations: None.
+    (range (0, 1)): a outside (0.1, 0.9). Unbounded activations: None. `grouped`:
+    the first axis indexes models, each of which gets its own fraction.
     """
     ops = keras.ops
     if activation in _SYMMETRIC_BOUNDED:
-        return ops.mean(ops.cast(ops.abs(outputs) > SATURATED_ABOVE, "float32"))
-    if activation in _UNIT_BOUNDED:
-        return ops.mean(ops.cast(ops.abs(outputs - 0.5) >= SATURATED_ABOVE - 0.5, "float32"))
-    return None
+        saturated = ops.abs(outputs) > SATURATED_ABOVE
+    elif activation in _UNIT_BOUNDED:
+        saturated = ops.abs(outputs - 0.5) >= SATURATED_ABOVE - 0.5
+    else:
+        return None
+    return ops.mean(ops.cast(saturated, "float32"), axis=_reduced(outputs, grouped))
 
 
-def dead_units(activation: str | None, outputs: Any, channel_axis: int = -1) -> Any | None:
+def dead_units(
+    activation: str | None, outputs: Any, channel_axis: int = -1, grouped: bool = False
+) -> Any | None:
     """The fraction of units (features, or channels on `channel_axis`) that are never
-    positive anywhere in the batch, for ReLU-like activations; None for others."""
+    positive anywhere in the batch, for ReLU-like activations; None for others.
+    `grouped`: the first axis indexes models (`channel_axis` counts without it)."""
     if activation not in _RELU_LIKE:
         return None
     ops = keras.ops
     if channel_axis != -1:
-        outputs = ops.moveaxis(outputs, channel_axis, -1)
-    flat = ops.reshape(outputs, (-1, outputs.shape[-1]))
-    active = ops.cast(ops.max(flat, axis=0) > 0, "float32")
-    return 1.0 - ops.mean(active)
+        outputs = ops.moveaxis(outputs, channel_axis + int(grouped), -1)
+    models = (outputs.shape[0],) if grouped else ()
+    flat = ops.reshape(outputs, (*models, -1, outputs.shape[-1]))
+    active = ops.cast(ops.max(flat, axis=-2) > 0, "float32")
+    return 1.0 - ops.mean(active, axis=-1)
+
+
+def _reduced(values: Any, grouped: bool) -> tuple[int, ...] | None:
+    """The axes a statistic reduces: all, or all but the first (the models') when grouped."""
+    return tuple(range(1, len(values.shape))) if grouped else None
 
 
 @dataclasses.dataclass
 class Signals:
-    """One probe's tensors, per tapped layer in forward order (backend tensors)."""
+    """One probe's tensors, per tapped layer in forward order (backend tensors).
+
+    `kernel_values` are the kernels the pass used, when they are not the taps' own
+    variables (a group engine that trains many models' kernels as one tensor).
+    `grouped`: the signals of several models of one architecture (`taps` are the first
+    one's), every tensor leading with an axis of models; each statistic is then a
+    vector over them."""
 
     taps: list[Tap]
     loss: Any
     outputs: list[Any]
     output_gradients: list[Any]
     kernel_gradients: list[Any]
+    kernel_values: list[Any] | None = None
+    grouped: bool = False
 
     @property
     def kernels(self) -> list[Any]:
+        if self.kernel_values is not None:
+            return list(self.kernel_values)
         return [tap.kernel.variable.value for tap in self.taps]
 
     def per_layer_tensors(self) -> list[Any]:
@@ -99,22 +121,36 @@ class Signals:
     def statistics(self) -> list[dict[str, Any]]:
         """Per layer: output_mean, output_std, gradient_std, weight_gradient_std
         (None for a frozen kernel), weight_std, saturated_fraction and dead_fraction
-        (None where undefined), as scalar tensors."""
+        (None where undefined), as scalar tensors (vectors over the models when grouped)."""
         ops = keras.ops
+        grouped = self.grouped
+
+        def std(values: Any) -> Any | None:
+            if values is None:
+                return None
+            return ops.std(ops.cast(values, "float32"), axis=_reduced(values, grouped))
+
         rows = []
-        for tap, output, d_output, d_kernel in zip(
-            self.taps, self.outputs, self.output_gradients, self.kernel_gradients, strict=True
+        for tap, output, d_output, d_kernel, kernel in zip(
+            self.taps,
+            self.outputs,
+            self.output_gradients,
+            self.kernel_gradients,
+            self.kernels,
+            strict=True,
         ):
             output = ops.cast(output, "float32")
             rows.append(
                 {
-                    "output_mean": ops.mean(output),
-                    "output_std": ops.std(output),
-                    "gradient_std": _std(d_output),
-                    "weight_gradient_std": _std(d_kernel),
-                    "weight_std": ops.std(ops.cast(tap.kernel.variable.value, "float32")),
-                    "saturated_fraction": saturation(tap.activation, output),
-                    "dead_fraction": dead_units(tap.activation, output, _channel_axis(tap)),
+                    "output_mean": ops.mean(output, axis=_reduced(output, grouped)),
+                    "output_std": std(output),
+                    "gradient_std": std(d_output),
+                    "weight_gradient_std": std(d_kernel),
+                    "weight_std": std(kernel),
+                    "saturated_fraction": saturation(tap.activation, output, grouped),
+                    "dead_fraction": dead_units(
+                        tap.activation, output, _channel_axis(tap), grouped
+                    ),
                 }
             )
         return rows
@@ -122,10 +158,6 @@ class Signals:
 
 def _channel_axis(tap: Tap) -> int:
     return 1 if getattr(tap.layer, "data_format", None) == "channels_first" else -1
-
-
-def _std(values: Any) -> Any | None:
-    return None if values is None else keras.ops.std(keras.ops.cast(values, "float32"))
 
 
 class SignalProbe:
@@ -190,7 +222,7 @@ class SignalProbe:
 
             with intercept(taps, hook):
                 predictions = self.model(self.x, training=False)
-            return self._loss_value(predictions), outputs
+            return self.loss_value(predictions), outputs
 
         kernels = [tap.kernel.variable for tap in taps]
         loss, outputs, d_outputs, d_kernels = gradients(forward, self.specs, kernels)
@@ -198,7 +230,9 @@ class SignalProbe:
         d_kernels = [g if k.trainable else None for g, k in zip(d_kernels, kernels, strict=True)]
         return Signals(taps, loss, outputs, d_outputs, d_kernels)
 
-    def _loss_value(self, predictions: Any) -> Any:
+    def loss_value(self, predictions: Any) -> Any:
+        """The probe's loss of the model's `predictions` on the probe batch (the given
+        loss averaged over the batch, or the surrogate)."""
         ops = keras.ops
         flat = keras.tree.flatten(predictions)
         if self._loss is None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import keras
 import tensorflow as tf
 
 from experiments.engine import stacked, towers
+from experiments.engine.snapshots import GroupSnapshots
 from keras_inits import SignalHistograms
 
 # Keras's epoch logs -> the run's history keys and TensorBoard scalar tags.
@@ -72,8 +73,12 @@ class GroupMonitor(keras.callbacks.Callback):
     it, and when every arm has diverged training stops.
 
     Histograms: every `every_n_steps` optimizer steps (0: never), at the first step
-    of an execution at or after each multiple, the engine syncs the live arms' models
-    (`engine`: `towers.Towers` or `stacked.StackedArms`) and each takes a snapshot.
+    of an execution at or after each multiple, the live arms take a snapshot, all in
+    one compiled call (`snapshots`, on the engine: `towers.Towers` or
+    `stacked.StackedArms`).
+
+    Validation: after each epoch, `validate()` gives each tower's test loss and
+    accuracy (`evaluation.GroupEvaluation`), logged as Keras logs its validation.
 
     Attributes:
         step: optimizer steps done so far.
@@ -85,10 +90,14 @@ class GroupMonitor(keras.callbacks.Callback):
         arms: Sequence[ArmLog],
         every_n_steps: int,
         engine: towers.Towers | stacked.StackedArms,
+        snapshots: GroupSnapshots,
+        validate: Callable[[], dict[str, dict[str, float]]] | None = None,
     ):
         super().__init__()
         self.arms = list(arms)
         self.engine = engine
+        self.snapshots = snapshots
+        self.validate = validate
         self.every_n_steps = every_n_steps
         self.step = 0
         self.train_seconds = 0.0
@@ -141,12 +150,14 @@ class GroupMonitor(keras.callbacks.Callback):
         if first_execution:
             self._start_clock()
 
-    def on_test_begin(self, logs: dict | None = None) -> None:
-        self._stop_clock()
-
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._stop_clock()  # when there is no validation
-        split = towers.split_logs(logs or {}, [arm.name for arm in self.arms])
+        self._stop_clock()
+        names = [arm.name for arm in self.arms]
+        if logs is not None and self.validate is not None:
+            # Into Keras's own logs, as its validation would: the callbacks after this one
+            # see `val_arm0_accuracy`... too.
+            logs.update(towers.validation_logs(self.validate(), names))
+        split = towers.split_logs(logs or {}, names)
         for arm in self.arms:
             if arm.history["step"][-1] == arm.diverged_at_step:
                 continue  # recorded in the epoch it diverged; frozen since
@@ -159,11 +170,9 @@ class GroupMonitor(keras.callbacks.Callback):
             arm.writer.flush()
 
     def _snapshot_live(self, step: int, histograms: bool = True) -> None:
-        """Each live arm's signals at `step`, from its model once the engine synced it."""
-        live = self.live()
-        self.engine.sync([arm.name for arm in live])
-        for arm in live:
-            arm.signals.snapshot(step, scalars=True, histograms=histograms)
+        """Each live arm's signals at `step`."""
+        live = [arm.name for arm in self.live()]
+        self.snapshots.take(step, live, scalars=True, histograms=histograms)
 
     def arm_step(self, arm: ArmLog) -> int:
         """The arm's last step: where it diverged, else the group's."""

@@ -8,13 +8,14 @@ product per layer, compiled with XLA. Slice `a` of a layer reads only slice `a`
 of the layer below and the loss is the sum of the arms' losses, so each slice's
 gradient is its arm's own, as with towers (`tests/experiments/test_towers.py`
 checks the trained weights against lone runs). On the lesson's group this step
-costs 0.74 ms per arm against the towers' 0.94 (2-core CPU, benchmarks/harness_speed.py).
+costs 0.74 ms per arm against the towers' 0.94 (2-core CPU).
 
-The arms' own models stay the place everything else reads: their initial
-weights are copied into the stack, and `sync` copies the trained slices back
-before a snapshot or the final profile. A diverged arm is synced once when it is
-found and never again, so its model keeps the weights it had then, as a frozen
-tower does; its slice goes on in the stack, where it touches no other slice.
+The snapshots read the stack (`signals`: one pass for every arm). The arms' own
+models keep the rest: their initial weights are copied into the stack, and `sync`
+copies the trained slices back at the end (the saved models). A diverged arm is
+synced once when it is found and never again, so its model keeps the weights it
+had then, as a frozen tower does, and its final profile is taken from it; its slice
+goes on in the stack, where it touches no other slice.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import keras
 import numpy as np
 
 from experiments.engine import towers
+from keras_inits.autodiff import gradients
+from keras_inits.signals import SignalProbe, Signals
 
 # Dense options that a stacked layer does not reproduce; an arm using one trains as a tower.
 _DENSE_EXTRAS = (
@@ -100,8 +103,15 @@ class StackedDense(keras.layers.Layer):
 
     def arm_weights(self, kernels: np.ndarray, biases: np.ndarray, arm: int) -> tuple:
         """Arm `arm`'s (kernel, bias), given this layer's weights as NumPy arrays."""
-        kernel = kernels[:, arm] if self.shared_input else kernels[arm]
-        return kernel, biases[arm, 0]
+        return self.arm_slice(kernels, arm), biases[arm, 0]
+
+    def arm_slice(self, kernel: Any, arm: int) -> Any:
+        """Arm `arm`'s slice of a kernel-shaped array or tensor (the kernel, its gradient)."""
+        return kernel[:, arm] if self.shared_input else kernel[arm]
+
+    def arms_first(self, kernel: Any) -> Any:
+        """A kernel-shaped tensor with the arms' axis first: `(arms, in, units)`."""
+        return keras.ops.moveaxis(kernel, 1, 0) if self.shared_input else kernel
 
 
 class _ArmOutput(keras.layers.Layer):
@@ -185,10 +195,14 @@ class StackedArms:
         name: the engine's name in each run's summary entry (`engine`).
         model: the stack, with outputs `arm0`, `arm1`... as `towers.build_group`'s.
         jit_compile: whether to compile its train step with XLA.
+        evaluation_batch: the smallest batch of its evaluations.
     """
 
     name = "stacked"
     jit_compile = True
+    # An MLP's activations are small: the lesson's 6 arms evaluate 24,000 examples in 2.3 s
+    # in batches of 1024, 5.4 s in batches of 256 (2-core CPU), as fast as a bare forward.
+    evaluation_batch = 1024
 
     def __init__(self, arms: Sequence[keras.Model], input_shape: tuple[int, ...]):
         self.arms = list(arms)
@@ -198,8 +212,10 @@ class StackedArms:
         x = inputs
         # Layer i of every arm, in order: `can_stack` checked that they form a chain.
         flatten, _ = _mlp_parts(arms[0])
+        self._flatten = None
         if flatten is not None:
-            x = keras.layers.Flatten(name=flatten.name)(x)
+            self._flatten = keras.layers.Flatten(name=flatten.name)
+            x = self._flatten(x)
         dense = [_mlp_parts(arm)[1] for arm in arms]
         for depth, layers in enumerate(zip(*dense, strict=True)):
             last = depth == len(dense[0]) - 1
@@ -212,7 +228,7 @@ class StackedArms:
             )
             x = stacked(x)
             self._layers.append((stacked, list(layers)))
-        output_activation = dense[0][-1].activation
+        output_activation = self._output_activation = dense[0][-1].activation
         outputs = {}
         for index, arm in enumerate(arms):
             arm.name = towers.tower_name(index)
@@ -258,6 +274,61 @@ class StackedArms:
             )
             for arm in self.arms
         )
+
+    def signals(self, probes: Sequence[SignalProbe]) -> Signals:
+        """Every arm's signals on the probe batch from one pass of the stack, grouped
+        (every tensor leading with the arms' axis), for `experiments.engine.snapshots`:
+        `probes` are the arms' own (in arm order), which give the batch, the loss and the
+        taps.
+
+        Slice `a` of each layer's output, of its gradient and of its kernel's gradient is
+        what arm `a`'s own probe computes: the loss is the sum of the arms' losses, and
+        each arm's output layer is tapped after its activation, as in the arm's model.
+        """
+        ops = keras.ops
+        probe = probes[0]
+        layers = [stacked for stacked, _ in self._layers]
+        count = len(self.arms)
+        x = self._flatten(probe.x) if self._flatten is not None else probe.x
+        batch = int(x.shape[0])
+        specs = [((count, batch, layer.units), layer.compute_dtype) for layer in layers]
+
+        def forward(perturbations):
+            hidden, outputs = x, []
+            for layer, perturbation in zip(layers[:-1], perturbations[:-1], strict=True):
+                hidden = layer(hidden)
+                outputs.append(hidden)
+                hidden = hidden + perturbation
+            logits = layers[-1](hidden)
+            predictions = [self._output_activation(logits[arm]) for arm in range(count)]
+            outputs.append(ops.stack(predictions))
+            losses = [
+                probe.loss_value(prediction + perturbations[-1][arm])
+                for arm, prediction in enumerate(predictions)
+            ]
+            return sum(losses), (outputs, ops.stack(losses))
+
+        kernels = [layer.kernel for layer in layers]
+        _, (outputs, losses), d_outputs, d_kernels = gradients(forward, specs, kernels)
+        return Signals(
+            taps=probe.taps,
+            loss=losses,
+            outputs=outputs,
+            output_gradients=d_outputs,
+            kernel_gradients=[
+                layer.arms_first(gradient)
+                for layer, gradient in zip(layers, d_kernels, strict=True)
+            ],
+            kernel_values=[
+                layer.arms_first(ops.convert_to_tensor(kernel))
+                for layer, kernel in zip(layers, kernels, strict=True)
+            ],
+            grouped=True,
+        )
+
+    def trace_key(self) -> tuple:
+        """What a compiled snapshot bakes in: nothing, the stack's variables never freeze."""
+        return ()
 
     def freeze(self, name: str) -> None:
         """Fixes arm `name`'s model at the stack's weights now."""

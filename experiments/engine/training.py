@@ -37,9 +37,12 @@ from experiments import files, models
 from experiments.config import Cell, ExperimentConfig
 from experiments.data.datasets import Dataset
 from experiments.engine import stacked, strategies, towers
+from experiments.engine.evaluation import GroupEvaluation
 from experiments.engine.monitor import ArmLog, GroupMonitor
+from experiments.engine.snapshots import GroupSnapshots
 from experiments.results import hparams
 from keras_inits import SignalHistograms
+from keras_inits.callbacks import Snapshot
 
 # Each run folder's per-epoch history and layer profiles, for the report.
 RUN_DETAILS = "run.json"
@@ -48,10 +51,6 @@ RUN_DETAILS = "run.json"
 # reloaded, and every number of the summary recomputed with plain Keras.
 MODEL_FILE = "model.keras"
 INITIAL_WEIGHTS = "initial.weights.h5"
-# Smallest batch of the step-0 and per-epoch evaluations: the mean over the set does not
-# depend on it, and batches below this evaluate slower; the training batch, when larger,
-# is known to fit in memory.
-EVALUATION_BATCH = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +172,7 @@ def train_group(
     seed: int,
     arms: Sequence[Arm],
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    built: Sequence[models.Initialized | None] = (),
 ) -> list[RunResult]:
     """Trains the arms together and logs each to TensorBoard under its `run_dir`.
 
@@ -181,13 +181,18 @@ def train_group(
     the train and test sets and a probe snapshot (histograms too unless
     `config.histogram_every` is 0), then trains with one `model.fit`; `callbacks` are
     added to the fit. Each run's details are written to `run_dir/run.json` at the end.
+    `built` may hold arms' models already built and initialized for `cell` and `seed`
+    (`models.initialize_run`'s, untrained), in arm order; None (or none given): built here.
     """
     for arm in arms:
         files.remove_tree(arm.run_dir)
+    given = list(built) or [None] * len(arms)
     built = [
-        models.initialize_run(config, cell, data, initializer=arm.initializer, seed=seed)
-        for arm in arms
+        done or models.initialize_run(config, cell, data, initializer=arm.initializer, seed=seed)
+        for arm, done in zip(arms, given, strict=True)
     ]
+    # Whatever random state the builds left (fewer when some were given) is set anew.
+    keras.utils.set_random_seed(seed)
     if config.save_models:
         for arm, initialized in zip(arms, built, strict=True):
             _save(initialized.model.save_weights, arm.run_dir, INITIAL_WEIGHTS)
@@ -224,26 +229,26 @@ def train_group(
         )
         logs.append(ArmLog(initialized.model.name, signals))
     names = [log.name for log in logs]
+    snapshots = GroupSnapshots(engine, names, [log.signals for log in logs])
 
     # Step 0, before any update.
-    batch = max(cell.batch_size, EVALUATION_BATCH)
-    train_logs = _evaluate(group, data.x_train, data.y_train, names, batch)
-    test_logs = _evaluate(group, data.x_test, data.y_test, names, batch)
-    initial = []
+    evaluation = GroupEvaluation(group, names, max(cell.batch_size, engine.evaluation_batch))
+    train_logs = evaluation(data.x_train, data.y_train)
+    test_logs = evaluation(data.x_test, data.y_test)
     for log in logs:
         test = {f"val_{key}": value for key, value in test_logs[log.name].items()}
         log.record(0, 0, {**train_logs[log.name], **test})
-        initial.append(log.signals.snapshot(0, scalars=True, histograms=histograms_on))
+    initial = snapshots.take(0, names, scalars=True, histograms=histograms_on)
 
-    # XLA for the train step only: the evaluations run a few dozen batches, and each
-    # batch shape (the last batch is often smaller) would cost an XLA compilation. Keras
-    # makes the test function at the first evaluation, above, with jit_compile off; its
-    # own rule keeps XLA off under a distribution strategy.
+    # XLA for the train step only (Keras's own rule keeps it off under a distribution
+    # strategy); the evaluations run a few dozen batches of two shapes.
     group.jit_compile = engine.jit_compile and config.strategy == "none"
-    monitor = GroupMonitor(logs, config.histogram_every, engine)
-    test_batches = towers.targets(
-        untuned(tf.data.Dataset.from_tensor_slices((data.x_test, data.y_test)).batch(batch)),
-        names,
+    monitor = GroupMonitor(
+        logs,
+        config.histogram_every,
+        engine,
+        snapshots,
+        validate=lambda: evaluation(data.x_test, data.y_test),
     )
     started = time.perf_counter()
     group.fit(
@@ -253,7 +258,6 @@ def train_group(
         ),
         epochs=config.epochs,
         steps_per_epoch=batches_per_epoch(len(data.x_train), cell.batch_size),
-        validation_data=test_batches,
         callbacks=[monitor, *callbacks],
         shuffle=False,  # the dataset is already shuffled, reproducibly
         verbose=config.verbose,
@@ -264,19 +268,41 @@ def train_group(
     if config.save_models:
         for arm, initialized in zip(arms, built, strict=True):
             _save(initialized.model.save, arm.run_dir, MODEL_FILE)
+    finals = _final_snapshots(monitor, snapshots, histograms_on)
     results = []
-    for arm, initialized, log, first in zip(arms, built, logs, initial, strict=True):
-        step = monitor.arm_step(log)
-        final = log.signals.snapshot(
-            step, scalars=False, histograms=histograms_on and log.signals.last_step != step
-        )
+    for arm, initialized, log in zip(arms, built, logs, strict=True):
         log.writer.close()
+        step = monitor.arm_step(log)
+        first, final = initial[log.name], finals[log.name]
         results.append(
             _result(arm, cell, seed, initialized, log, step, first, final, monitor, config)
         )
     for arm, (_, details) in zip(arms, results, strict=True):
         files.write_text(files.join(arm.run_dir, RUN_DETAILS), json.dumps(details) + "\n")
     return [RunResult(entry, details, fit_seconds) for entry, details in results]
+
+
+def _final_snapshots(
+    monitor: GroupMonitor, snapshots: GroupSnapshots, histograms_on: bool
+) -> dict[str, Snapshot]:
+    """Each arm's signals at its last step, by tower name, its histograms logged unless
+    they were at that step: the live arms' in one call, a diverged arm's from its own
+    model, which holds its weights when it diverged."""
+    finals = {}
+    live = [log.name for log in monitor.live()]
+    if live:  # they share their snapshots' steps
+        logged = snapshots.last_histograms.get(live[0]) == monitor.step
+        finals = snapshots.take(
+            monitor.step, live, scalars=False, histograms=histograms_on and not logged
+        )
+    for log in monitor.arms:
+        if log.name not in finals:
+            step = monitor.arm_step(log)
+            logged = snapshots.last_histograms.get(log.name) == step
+            finals[log.name] = log.signals.snapshot(
+                step, scalars=False, histograms=histograms_on and not logged
+            )
+    return finals
 
 
 def _save(write: Callable[[str], Any], run_dir: str, name: str) -> None:
@@ -312,16 +338,6 @@ def _engine(
         if stack.matches_arms():
             return stack
     return towers.Towers(arms, input_shape)
-
-
-def _evaluate(
-    group: keras.Model, x: Any, y: Any, names: Sequence[str], batch: int
-) -> dict[str, dict[str, float]]:
-    """Each tower's loss and accuracy on (x, y), by tower name."""
-    logs = group.evaluate(
-        x, {name: y for name in names}, batch_size=batch, verbose=0, return_dict=True
-    )
-    return towers.split_logs(logs, names)
 
 
 def _result(

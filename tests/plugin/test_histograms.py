@@ -92,3 +92,50 @@ def test_dead_units_are_units_never_active_anywhere_in_the_batch():
     outputs[:, :, 3] = 0.5  # unit 3 always active
     assert float(dead_units("relu", keras.ops.convert_to_tensor(outputs))) == pytest.approx(3 / 5)
     assert dead_units("tanh", keras.ops.convert_to_tensor(outputs)) is None
+
+
+@needs_tensorflow
+def test_tensors_bucketed_together_get_the_buckets_each_gets_alone(monkeypatch):
+    """`tf_histograms` batches tensors of one size (chunked by `_ROW_BUDGET`): the result,
+    in the order given, is each tensor's own histogram, a None an empty one."""
+    from keras_inits import callbacks
+
+    rng = np.random.default_rng(3)
+    shapes = [(64, 16), (1024,), (16, 64), (7,), (32, 32), (5, 3, 2), (1024,), (30,)]
+    tensors = [rng.standard_t(3, size=shape).astype(np.float32) for shape in shapes]
+    tensors[3][2] = np.nan
+    tensors[7][:] = 2.5  # a constant
+    monkeypatch.setattr(callbacks, "_ROW_BUDGET", 2048)  # 2 tensors of 1024 a batch at most
+    together = callbacks.tf_histograms([tf.constant(t) for t in tensors] + [None]).numpy()
+    assert together.shape == (len(tensors) + 1, BINS, 3)
+    for values, buckets in zip(tensors, together, strict=False):
+        np.testing.assert_array_equal(buckets, tf_histogram(tf.constant(values)).numpy())
+        finite = values[np.isfinite(values)]
+        if np.ptp(finite) == 0:  # a constant: all of it in the bucket of its value
+            assert buckets[:, 2].max() == finite.size
+            continue
+        # An outside reference: TensorFlow's own bucketing of one tensor, over the same range.
+        theirs = tf.histogram_fixed_width(
+            finite, [buckets[0, 0], buckets[-1, 1]], nbins=BINS
+        ).numpy()
+        assert np.abs(theirs - buckets[:, 2]).sum() <= 2  # a value on an edge, either side
+    assert together[-1, :, 2].sum() == 0
+
+
+@needs_tensorflow
+def test_grouped_tensors_get_one_histogram_per_model():
+    from keras_inits.callbacks import tf_histograms
+
+    rng = np.random.default_rng(4)
+    activations = rng.normal(size=(3, 40, 8)).astype(np.float32) * [[[1.0]], [[5.0]], [[0.1]]]
+    kernels = rng.uniform(size=(3, 8, 4)).astype(np.float32)
+    grouped = tf_histograms(
+        [tf.constant(activations), None, tf.constant(kernels)], grouped=True
+    ).numpy()
+    assert grouped.shape == (3, 3, BINS, 3)
+    for model in range(3):
+        for index, values in ((0, activations), (2, kernels)):
+            np.testing.assert_array_equal(
+                grouped[index, model], tf_histogram(tf.constant(values[model])).numpy()
+            )
+        assert grouped[1, model, :, 2].sum() == 0
