@@ -4,8 +4,8 @@ Trains the lesson's group of six 5 x 256 tanh MLPs (one per initializer, as the
 harness trains them: towers of one compiled model) on Shapeset (SGD, batch 32) in
 three ways, interleaved so that machine noise hits them alike, `--repeats` times each:
 
-- `histograms on`: the harness's defaults (every `--histogram_every` steps, a probe
-  snapshot per arm: 24 histograms and 23 scalars each);
+- `histograms on`: the harness's defaults (every `--histogram_every` steps, one compiled
+  snapshot of every arm: 24 histograms and 23 scalars each);
 - `histograms off`: the same run with `histogram_every=0`;
 - `keras TensorBoard`: histograms off plus `keras.callbacks.TensorBoard(histogram_freq=1)`,
   which logs weight histograms once per epoch (no activations, no gradients).
@@ -15,9 +15,10 @@ periodic snapshots) and the median wall time of `model.fit` (which also holds
 the epoch-end work, where Keras's callback writes its histograms), each as a
 ratio to `histograms off`. Target: `histograms on` at most 1.15x.
 
-A second table times one snapshot of the same tensors: the harness's probe
-(`tf.histogram_fixed_width`, written as the histogram plugin's tensor) against
-`tf.summary.histogram` (TensorBoard's one-hot bucketing), both compiled.
+A second table times one snapshot of the same tensors: `SignalHistograms`' probe
+(`tf_histograms`: every tensor of one size in one `bincount`, written as the histogram
+plugin's tensor) against `tf.summary.histogram` (TensorBoard's one-hot bucketing), both
+compiled.
 
 Identical runs on a shared machine differ by more than the histograms cost, so
 the ratio of medians is noisy; the steady figure is measured inside each run:
@@ -156,7 +157,7 @@ def snapshot_table(settings, dataset) -> tuple[list[str], float]:
         tensorboard = _reference_snapshot(model, x, y, writer, bucketing=True)
         rows = {
             "forward+backward, no histograms": _milliseconds(lambda: plain(step)),
-            "SignalHistograms snapshot (histogram_fixed_width)": _milliseconds(
+            "SignalHistograms snapshot (batched buckets)": _milliseconds(
                 lambda: signals.snapshot(1, scalars=True, histograms=True)
             ),
             "tf.summary.histogram": _milliseconds(lambda: tensorboard(step), calls=5),
@@ -165,7 +166,7 @@ def snapshot_table(settings, dataset) -> tuple[list[str], float]:
     count = 4 * len(signals.layers)
     lines = [f"one snapshot: {count} histograms, probe batch {settings.probe_size}"]
     lines += [f"{name:<40}{ms:>8.1f} ms" for name, ms in rows.items()]
-    return lines, rows["SignalHistograms snapshot (histogram_fixed_width)"]
+    return lines, rows["SignalHistograms snapshot (batched buckets)"]
 
 
 def main() -> None:
