@@ -374,7 +374,7 @@ class SignalHistograms(keras.callbacks.Callback):
                 stats = signals.statistics()
                 stacked = tf_histograms(signals.per_layer_tensors(), bins)
                 scalars = scalar_summaries(probe.taps, stats)
-                values = _stack_scalars(tf, [value for _, value in scalars])
+                values = stack_scalars(tf, [value for _, value in scalars])
                 with writer.as_default(step=step):
                     write_summaries(
                         [tag for tag, _ in scalars], values, metadata, stacked,
@@ -464,8 +464,9 @@ def write_summaries(
             _write_loop(tf, wanted, tags, values, serialized)
 
 
-def _stack_scalars(tf, values: Sequence[Any]) -> Any:
-    """The scalars as one float32 tensor (their first axis: `[n, ...]`)."""
+def stack_scalars(tf, values: Sequence[Any]) -> Any:
+    """The values of `scalar_summaries` as one float32 tensor `[n, ...]` (`write_summaries`'
+    `scalars`; `[n, models]` when grouped)."""
     return tf.stack([tf.cast(value, tf.float32) for value in values]) if values else tf.zeros([0])
 
 

@@ -24,6 +24,7 @@ from keras_inits.callbacks import (
     Snapshot,
     histogram_metadata,
     scalar_summaries,
+    stack_scalars,
     tf_histograms,
     write_summaries,
 )
@@ -59,6 +60,8 @@ class GroupSnapshots:
         self.bins = bins
         # The step of each arm's last histograms.
         self.last_histograms: dict[str, int] = {}
+        # Each arm's histogram tags, in the order of its tensors (the compiled outputs').
+        self._tags = [list(histogram_metadata(arm.probe().taps)) for arm in self.arms]
         self._compiled = None
         self._key: tuple | None = None
 
@@ -83,11 +86,12 @@ class GroupSnapshots:
         for index, (name, arm) in enumerate(zip(self.names, self.arms, strict=True)):
             if name not in wanted:
                 continue
-            taps = arm.probe().taps
             own = [{key: value[index] for key, value in row.items()} for row in stats]
-            tags = histogram_metadata(taps)
             snapshots[name] = Snapshot.from_tensors(
-                step, taps, own, {tag: buckets[i, index] for i, tag in enumerate(tags)}
+                step,
+                arm.probe().taps,
+                own,
+                {tag: buckets[i, index] for i, tag in enumerate(self._tags[index])},
             )
             if histograms:
                 self.last_histograms[name] = step
@@ -104,7 +108,7 @@ class GroupSnapshots:
             rows = signals.statistics()
             buckets = tf_histograms(signals.per_layer_tensors(), bins, grouped=True)
             scalars = scalar_summaries(signals.taps, rows)
-            values = tf.stack([tf.cast(value, tf.float32) for _, value in scalars])
+            values = stack_scalars(tf, [value for _, value in scalars])
             for index, probe in enumerate(probes):
                 with writers[index].as_default(step=step):
                     write_summaries(
