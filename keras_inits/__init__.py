@@ -23,6 +23,7 @@ from keras_inits.initializers import (
     KaimingUniform,
     Sparse,
     StandardUniform,
+    TruncNormal,
     XavierNormal,
     XavierUniform,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "SignalHistograms",
     "Sparse",
     "StandardUniform",
+    "TruncNormal",
     "Verdict",
     "XavierNormal",
     "XavierUniform",

@@ -10,8 +10,9 @@ fractions) as scalars, at step 0 and every `every_n_steps` optimizer steps.
 It writes with TensorFlow's summary writer, so it needs TensorFlow and TensorBoard
 (`pip install 'keras-inits[harness]'`) even when the model runs on another
 backend. Under the TensorFlow backend one snapshot is a single compiled
-`tf.function` call that computes, buckets and writes everything; under JAX and
-PyTorch it runs eagerly and buckets with NumPy.
+`tf.function` call that computes and buckets everything; under JAX and PyTorch it
+runs eagerly and buckets with NumPy. Each snapshot is then written as one event
+(`write_snapshot`).
 
 Histograms are bucketed by `tf_histograms` (every tensor of one size in one
 `bincount`) and written as the histogram plugin's `[k, 3]` tensor (left edge, right
@@ -352,13 +353,18 @@ class SignalHistograms(keras.callbacks.Callback):
         """
         probe = self.probe()
         if keras.backend.backend() == "tensorflow":
-            stats, buckets = self._tf_snapshot(step, scalars, histograms)
+            stats, buckets = self._tf_snapshot()
         else:
-            stats, buckets = self._eager_snapshot(step, scalars, histograms)
+            stats, buckets = self._eager_snapshot()
+        snapshot = Snapshot.from_tensors(step, probe.taps, stats, buckets)
+        write_snapshot(
+            self.writer, snapshot, histogram_metadata(probe.taps),
+            scalars=scalars, histograms=histograms,
+        )
         self.last_step = step if histograms else self.last_step
-        return Snapshot.from_tensors(step, probe.taps, stats, buckets)
+        return snapshot
 
-    def _tf_snapshot(self, step: int, scalars: bool, histograms: bool):
+    def _tf_snapshot(self):
         tf = self._tf
         # Frozen kernels get no gradient; the traced function bakes that in.
         trainable = tuple(tap.kernel.variable.trainable for tap in self.probe().taps)
@@ -366,21 +372,14 @@ class SignalHistograms(keras.callbacks.Callback):
             self._compiled = None
         self._compiled_trainable = trainable
         if self._compiled is None:
-            probe, writer, bins = self.probe(), self.writer, self.bins
-            metadata = histogram_metadata(probe.taps)
+            probe, bins = self.probe(), self.bins
+            tags = list(histogram_metadata(probe.taps))
 
-            def compute(step, log_scalars, log_histograms):
+            def compute():
                 signals = probe.compute()
                 stats = signals.statistics()
                 stacked = tf_histograms(signals.per_layer_tensors(), bins)
-                scalars = scalar_summaries(probe.taps, stats)
-                values = stack_scalars(tf, [value for _, value in scalars])
-                with writer.as_default(step=step):
-                    write_summaries(
-                        [tag for tag, _ in scalars], values, metadata, stacked,
-                        log_scalars, log_histograms,
-                    )
-                buckets = {tag: stacked[i] for i, tag in enumerate(metadata)}
+                buckets = {tag: stacked[i] for i, tag in enumerate(tags)}
                 return [{k: v for k, v in row.items() if v is not None} for row in stats], buckets
 
             # Plain Python control flow only: no AutoGraph conversion (it doubles tracing).
@@ -388,27 +387,17 @@ class SignalHistograms(keras.callbacks.Callback):
             # callbacks' (it counts per code object, and each callback traces once; many
             # callbacks in one process are not retracing).
             self._compiled = tf.function(functools.partial(compute), autograph=False)
-        return self._compiled(
-            tf.constant(step, tf.int64), tf.constant(scalars), tf.constant(histograms)
-        )
+        return self._compiled()
 
-    def _eager_snapshot(self, step: int, scalars: bool, histograms: bool):
-        tf = self._tf
+    def _eager_snapshot(self):
         probe = self.probe()
-        metadata = histogram_metadata(probe.taps)
         signals = probe.compute()
-        stats = signals.statistics()
         values = signals.per_layer_tensors()  # in the order of the tags
         buckets = {
             tag: np_histogram(_to_numpy(value) if value is not None else [], self.bins)
-            for tag, value in zip(metadata, values, strict=True)
+            for tag, value in zip(histogram_metadata(probe.taps), values, strict=True)
         }
-        with self.writer.as_default(step=step):
-            if scalars:
-                _write_scalars(tf, probe.taps, _stats_to_numpy(stats))
-            if histograms:
-                _write_histograms(tf, buckets, metadata)
-        return stats, buckets
+        return signals.statistics(), buckets
 
 
 def histogram_metadata(taps: Sequence[Tap]) -> dict[str, bytes]:
@@ -424,80 +413,60 @@ def histogram_metadata(taps: Sequence[Tap]) -> dict[str, bytes]:
     }
 
 
-def scalar_summaries(taps: Sequence[Tap], stats: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    """(tag, value) of each scalar of `stats` (`Signals.statistics` rows), in `SCALARS`
-    order layer by layer; statistics that are None (undefined) have none."""
+def scalar_summaries(layers: Sequence[str], stats: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(tag, value) of each scalar of `stats` (`Signals.statistics` rows, one per layer
+    path of `layers`), in `SCALARS` order layer by layer; statistics that are None
+    (undefined) have none."""
     return [
-        (f"{prefix}/{tap.path}", row[key])
-        for tap, row in zip(taps, stats, strict=True)
+        (f"{prefix}/{layer}", row[key])
+        for layer, row in zip(layers, stats, strict=True)
         for prefix, key in SCALARS.items()
         if row.get(key) is not None
     ]
 
 
-def write_summaries(
-    scalar_tags: Sequence[str],
-    scalars: Any,
+def write_snapshot(
+    writer: Any,
+    snapshot: Snapshot,
     metadata: dict[str, bytes],
-    histograms: Any,
-    log_scalars: Any,
-    log_histograms: Any,
+    *,
+    scalars: bool = True,
+    histograms: bool = True,
 ) -> None:
-    """Inside a `tf.function`, under a default writer and step: `scalars[i]` as the
-    scalar `scalar_tags[i]` when the boolean tensor `log_scalars` is true, and
-    `histograms[j]` (`tf_histograms` rows) as the histogram of the j-th tag of
-    `metadata` (tag -> serialized metadata) when `log_histograms` is.
+    """Logs `snapshot` at its step through the summary `writer`: its statistics as
+    scalars (`scalar_summaries`) and its histograms (`metadata`: `histogram_metadata`
+    of its layers), the parts asked for.
 
-    Each kind is one `tf.while_loop` over its tags: the traced graph does not grow with
-    the number of tags (a cond per tag, `record_if`'s way, traces two branch functions
-    each, the costliest part of a trace)."""
-    tf = _tensorflow()
+    Every value goes into one `Summary` of one event, each value as `tf.summary.write`
+    would write it on its own (the tag, its plugin's metadata, a float32 scalar or the
+    histogram plugin's float64 `[bins, 3]` tensor), through
+    `tf.summary.experimental.write_raw_pb`: one op per snapshot, where writing inside a
+    compiled snapshot made tracing it cost more than computing it (a loop per model
+    and kind of summary, or a cond per tag).
+    """
+    from tensorboard.compat.proto import summary_pb2
     from tensorboard.plugins.scalar import metadata as scalar_metadata
+    from tensorboard.util import tensor_util
 
-    scalar_kind = scalar_metadata.create_summary_metadata(display_name="", description="")
-    kinds = (
-        (log_scalars, scalar_tags, scalars, [scalar_kind.SerializeToString()] * len(scalar_tags)),
-        (log_histograms, list(metadata), histograms, list(metadata.values())),
-    )
-    with tf.summary.record_if(True):
-        for wanted, tags, values, serialized in kinds:
-            _write_loop(tf, wanted, tags, values, serialized)
-
-
-def stack_scalars(tf, values: Sequence[Any]) -> Any:
-    """The values of `scalar_summaries` as one float32 tensor `[n, ...]` (`write_summaries`'
-    `scalars`; `[n, models]` when grouped)."""
-    return tf.stack([tf.cast(value, tf.float32) for value in values]) if values else tf.zeros([0])
-
-
-def _write_loop(tf, wanted: Any, tags: Sequence[str], values: Any, serialized: list) -> None:
-    """`tf.summary.write(tags[i], values[i])` for every i in one while loop, if `wanted`
-    (else the loop runs no iteration: a `tf.cond` would trace two more functions)."""
-    if not tags:
+    summary = summary_pb2.Summary()
+    if scalars:
+        kind = scalar_metadata.create_summary_metadata(display_name="", description="")
+        for tag, value in scalar_summaries(snapshot.layers, snapshot.statistics):
+            summary.value.add(
+                tag=tag, metadata=kind, tensor=tensor_util.make_tensor_proto(np.float32(value))
+            )
+    if histograms:
+        for tag, buckets in snapshot.histograms.items():
+            summary.value.add(
+                tag=tag,
+                metadata=summary_pb2.SummaryMetadata.FromString(metadata[tag]),
+                tensor=tensor_util.make_tensor_proto(np.asarray(buckets, np.float64)),
+            )
+    if not summary.value:
         return
-    tags_tensor, serialized_tensor = tf.constant(list(tags)), tf.constant(serialized)
-    count = tf.where(wanted, len(tags), 0)
-
-    def body(i):
-        tf.summary.write(tags_tensor[i], values[i], metadata=serialized_tensor[i])
-        return [i + 1]
-
-    tf.while_loop(lambda i: i < count, body, [tf.constant(0)])
-
-
-def _write_histograms(tf, buckets: dict[str, Any], metadata: dict[str, bytes]) -> None:
-    for tag, value in buckets.items():
-        tf.summary.write(tag, value, metadata=metadata[tag])
-
-
-def _write_scalars(tf, taps: Sequence[Tap], stats: list[dict[str, Any]]) -> None:
-    """The per-layer statistics as scalars (`tf.summary.write` with the scalar plugin's
-    metadata, as `tf.summary.scalar` writes them, but with no name scope in the tag)."""
-    from tensorboard.plugins.scalar import metadata
-
-    serialized = metadata.create_summary_metadata(display_name="", description="")
-    for tag, value in scalar_summaries(taps, stats):
-        tf.summary.write(tag, tf.cast(value, tf.float32), metadata=serialized)
+    tf = _tensorflow()
+    with writer.as_default(step=snapshot.step):
+        tf.summary.experimental.write_raw_pb(summary.SerializeToString())
 
 
 def _to_numpy(value: Any) -> np.ndarray:

@@ -28,6 +28,7 @@ INITIALIZERS: dict[str, type[keras.initializers.Initializer]] = {
     "delta_orthogonal": initializers.DeltaOrthogonal,
     "dirac": initializers.Dirac,
     "sparse": initializers.Sparse,
+    "trunc_normal": initializers.TruncNormal,
 }
 
 

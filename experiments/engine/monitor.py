@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from experiments.engine import stacked, towers
+from experiments.engine.evaluation import NONFINITE_BATCH
 from experiments.engine.snapshots import GroupSnapshots
 from keras_inits import SignalHistograms
 
@@ -68,7 +69,7 @@ class GroupMonitor(keras.callbacks.Callback):
     training steps and the periodic histogram snapshots, and excludes tracing,
     validation and the epoch-end logging.
 
-    Divergence: `towers.NonFiniteBatch` gives each tower's first batch with
+    Divergence: `evaluation.GroupMetrics` gives each tower's first batch with
     non-finite outputs; that step is the arm's `diverged_at_step`, the engine freezes
     it, and when every arm has diverged training stops.
 
@@ -139,7 +140,7 @@ class GroupMonitor(keras.callbacks.Callback):
         diverged = []
         split = towers.split_logs(logs, [arm.name for arm in self.arms])
         for arm in self.live():
-            nonfinite = int(float(split[arm.name][towers.NONFINITE_BATCH]))
+            nonfinite = int(float(split[arm.name][NONFINITE_BATCH]))
             if nonfinite:
                 arm.diverged_at_step = self._epoch_start_step + nonfinite
                 diverged.append(arm)

@@ -233,7 +233,7 @@ class StackedArms:
         for index, arm in enumerate(arms):
             arm.name = towers.tower_name(index)
             outputs[arm.name] = _ArmOutput(index, output_activation)(x)
-        self.model = keras.Model(inputs, outputs, name=f"stack_of_{len(arms)}")
+        self.model = towers.GroupModel(inputs, outputs, name=f"stack_of_{len(arms)}")
         for stacked, layers in self._layers:
             stacked.load([layer.kernel.numpy() for layer in layers],
                          [layer.bias.numpy() for layer in layers])

@@ -252,10 +252,7 @@ def train_group(
     )
     started = time.perf_counter()
     group.fit(
-        towers.targets(
-            training_batches(data.x_train, data.y_train, cell.batch_size, seed, config.epochs),
-            names,
-        ),
+        training_batches(data.x_train, data.y_train, cell.batch_size, seed, config.epochs),
         epochs=config.epochs,
         steps_per_epoch=batches_per_epoch(len(data.x_train), cell.batch_size),
         callbacks=[monitor, *callbacks],

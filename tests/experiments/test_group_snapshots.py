@@ -60,7 +60,7 @@ def _group(build, engine_type, tmp_path):
     x = rng.normal(size=(PROBE, 4, 3)).astype("float32")
     y = rng.integers(0, CLASSES, size=PROBE)
     names = [arm.name for arm in arms]
-    engine.model.fit(x, {name: y for name in names}, batch_size=8, epochs=1, verbose=0)
+    engine.model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     engine.sync(names)  # the stack's weights into the arms' models, for the lone callbacks
 
     def callbacks(folder):

@@ -4,6 +4,7 @@ entries of older summaries that lack the swept settings' fields. The figures are
 back from their matplotlib `Figure`s: the lines hold the numbers of the runs given."""
 
 import math
+import os
 import statistics
 import types
 from pathlib import Path
@@ -313,6 +314,31 @@ def test_the_activation_histograms_show_each_groups_first_seed_layer_by_layer(de
             counts = [count for _, _, count in histograms[position - 1]]
             np.testing.assert_allclose(stairs.get_data().values, np.divide(counts, sum(counts)))
             np.testing.assert_allclose(stairs.get_data().edges, [-1.0, 0.0, 1.0])
+
+
+def test_with_the_same_layers_each_layer_is_one_panel_of_every_labels_histogram():
+    # Rows from the top in label order, each histogram's tallest bucket RIDGE_HEIGHT above
+    # its row's baseline; the row's label on the first panel's y axis, at that row.
+    groups = {label: [_details(3, seed=seed)] for seed, label in enumerate(("a", "b", "c"))}
+    figure = plots.activation_histograms(os.devnull, groups, "final")
+    layers = groups["a"][0]["layers"]
+    assert [axes.get_title() for axes in figure.axes] == layers
+    first = figure.axes[0]
+    labels, heights = first.get_yticklabels(), first.get_yticks()
+    ticks = {text.get_text(): y for text, y in zip(labels, heights, strict=True)}
+    for position, axes in enumerate(figure.axes):
+        assert len(axes.patches) == len(groups)
+        rows = zip(axes.patches, groups.items(), strict=True)
+        for row, (stairs, (label, runs)) in enumerate(rows):
+            counts = np.array([count for _, _, count in
+                               runs[0]["profiles"]["final"]["activation_histograms"][position]])
+            data = stairs.get_data()
+            assert data.baseline == -row
+            np.testing.assert_allclose(
+                data.values, -row + counts / counts.max() * plots.RIDGE_HEIGHT
+            )
+            np.testing.assert_allclose(data.edges, [-1.0, 0.0, 1.0])
+            assert -row < ticks[label] < -row + 1
 
 
 def test_lesson_report_without_sweeps_and_entries_of_older_summaries(tmp_path):

@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from experiments import config, models, runner
 from experiments.data.datasets import load
-from experiments.engine import strategies, towers
+from experiments.engine import strategies
+from experiments.engine.evaluation import GroupMetrics
 from experiments.errors import ExperimentError
 from tests.experiments import test_towers
 
@@ -69,16 +70,25 @@ def test_a_mirrored_comparison_equals_the_single_device_one(tmp_path, mirrored):
 
 def test_a_bad_batch_on_any_replica_is_found(mirrored):
     with mirrored.scope():
-        metric = towers.NonFiniteBatch()
-    update = tf.function(lambda y_pred: mirrored.run(metric.update_state, args=(None, y_pred)))
-    good = np.ones((4, 3), "float32")
+        metric = GroupMetrics(["arm0", "arm1"])
+    update = tf.function(
+        lambda y, arm0, arm1: mirrored.run(
+            metric.update_state, args=(y, {"arm0": arm0, "arm1": arm1})
+        )
+    )
+    good = np.full((4, 3), 1 / 3, "float32")
     bad_on_the_second_replica = good.copy()
     bad_on_the_second_replica[3, 1] = np.inf
-    for batch in (good, good, bad_on_the_second_replica, good):
-        dataset = tf.data.Dataset.from_tensors(batch)
+    labels = np.zeros(4, "int32")
+    for arm0 in (good, good, bad_on_the_second_replica, good):
+        dataset = tf.data.Dataset.from_tensors((labels, arm0, good))
         (shards,) = mirrored.experimental_distribute_dataset(dataset)
-        update(shards)
-    assert float(metric.result()) == 3
+        update(*shards)
+    result = metric.result()
+    assert float(result["arm0_nonfinite_batch"]) == 3
+    assert float(result["arm1_nonfinite_batch"]) == 0
+    # the sums add up across replicas: the mean over all 4 examples of each batch
+    np.testing.assert_allclose(float(result["arm1_cross_entropy"]), np.log(3), rtol=1e-6)
 
 
 def test_an_unknown_strategy_is_refused():

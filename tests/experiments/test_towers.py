@@ -12,6 +12,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from experiments import config, models, runner
 from experiments.data.datasets import load
 from experiments.engine import stacked, towers, training
+from experiments.engine.evaluation import GroupMetrics
 from experiments.engine.training import batches_per_epoch, training_batches
 from experiments.errors import ExperimentError
 from experiments.results import summary
@@ -50,8 +51,7 @@ def _arms(settings: config.ExperimentConfig, specs, data, seed=0):
 def _fit(group, data, seed=0, epochs=2):
     batches = training_batches(data.x_train, data.y_train, 32, seed=seed, epochs=epochs)
     steps = batches_per_epoch(len(data.x_train), 32)
-    group.fit(towers.targets(batches, group.output_names), epochs=epochs,
-              steps_per_epoch=steps, shuffle=False, verbose=0)
+    group.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0)
 
 
 def _train(arms, data, optimizer="adam", engine=towers.Towers):
@@ -286,15 +286,52 @@ def test_a_frozen_arms_model_keeps_its_weights_while_the_others_train(data, engi
     assert not np.allclose(moving[0], arms[0].weights[0].numpy())
 
 
-def test_nonfinite_batch_marks_the_first_bad_batch():
-    metric = towers.NonFiniteBatch()
-    good, bad = np.ones((2, 3), "float32"), np.array([[1.0, np.nan, 0.0]], "float32")
-    for y_pred in (good, good, bad, good, bad):
-        metric.update_state(None, y_pred)
-    assert float(metric.result()) == 3
+def test_group_metrics_mark_each_towers_first_bad_batch():
+    metric = GroupMetrics(["arm0", "arm1"])
+    good, bad = np.full((2, 3), 1 / 3, "float32"), np.array([[1.0, np.nan, 0.0]] * 2, "float32")
+    labels = np.zeros(2, "int32")
+    for first, second in ((good, good), (good, good), (bad, good), (good, bad), (bad, good)):
+        metric.update_state(labels, {"arm0": first, "arm1": second})
+    result = metric.result()
+    assert float(result["arm0_nonfinite_batch"]) == 3
+    assert float(result["arm1_nonfinite_batch"]) == 4
     metric.reset_state()
-    metric.update_state(None, good)
-    assert float(metric.result()) == 0
+    metric.update_state(labels, {"arm0": good, "arm1": good})
+    assert float(metric.result()["arm0_nonfinite_batch"]) == 0
+
+
+def test_group_metrics_equal_keras_own_metrics_over_uneven_batches():
+    # Keras's metric objects on each tower alone are the reference: the mean over examples
+    # (a smaller last batch weighs less), and a one-tower group's names are unprefixed.
+    rng = np.random.default_rng(0)
+    batches = [
+        (rng.integers(0, 4, size), rng.dirichlet(np.ones(4), (2, size)).astype("float32"))
+        for size in (5, 5, 2)
+    ]
+    group, alone = GroupMetrics(["arm0", "arm1"]), GroupMetrics(["arm0"])
+    reference = {
+        tower: (keras.metrics.SparseCategoricalCrossentropy(),
+                keras.metrics.SparseCategoricalAccuracy())
+        for tower in range(2)
+    }
+    for labels, predictions in batches:
+        group.update_state(labels, {"arm0": predictions[0], "arm1": predictions[1]})
+        alone.update_state(labels, {"arm0": predictions[0]})
+        for tower, metrics in reference.items():
+            for metric in metrics:
+                metric.update_state(labels, predictions[tower])
+    result = group.result()
+    for tower, (cross_entropy, accuracy) in reference.items():
+        np.testing.assert_allclose(
+            float(result[f"arm{tower}_cross_entropy"]), float(cross_entropy.result()), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            float(result[f"arm{tower}_accuracy"]), float(accuracy.result()), rtol=1e-6
+        )
+    assert set(alone.result()) == {"cross_entropy", "accuracy", "nonfinite_batch"}
+    np.testing.assert_allclose(
+        float(alone.result()["cross_entropy"]), float(reference[0][0].result()), rtol=1e-6
+    )
 
 
 def test_optimizers_that_couple_towers_are_refused():
@@ -340,13 +377,6 @@ def test_resume_trains_only_the_missing_arms_as_one_group(tmp_path):
     assert len(stored["runs"]) == 3
 
 
-def test_tf_data_targets_repeat_the_labels_per_tower():
-    batches = tf.data.Dataset.from_tensor_slices((np.zeros((4, 2)), np.arange(4))).batch(2)
-    x, y = next(iter(towers.targets(batches, ["arm0", "arm1"])))
-    assert set(y) == {"arm0", "arm1"}
-    np.testing.assert_array_equal(y["arm0"].numpy(), y["arm1"].numpy())
-
-
 def test_a_stack_gives_each_arm_the_loss_it_has_alone_when_its_softmax_saturates(data):
     # Keras computes the cross-entropy of a softmax output from its logits. A slice of a
     # stacked softmax would lose them: its probabilities get clipped, the loss capped at
@@ -360,11 +390,10 @@ def test_a_stack_gives_each_arm_the_loss_it_has_alone_when_its_softmax_saturates
             output.kernel.assign(output.kernel.numpy() * 1e4)
         group = engine(arms, data.input_shape)
         towers.compile_group(group.model, keras.optimizers.SGD(), steps_per_execution=1)
-        logs = group.model.evaluate(
-            data.x_test, {name: data.y_test for name in group.model.output_names},
-            verbose=0, return_dict=True,
-        )
-        losses[engine] = [logs[f"arm{index}_loss"] for index in range(2)]
+        # The group's own loss (what training minimizes) and its metric of each tower.
+        logs = group.model.evaluate(data.x_test, data.y_test, verbose=0, return_dict=True)
+        losses[engine] = [logs[f"arm{index}_cross_entropy"] for index in range(2)]
+        np.testing.assert_allclose(logs["loss"], sum(losses[engine]), rtol=1e-5)
     assert max(losses[towers.Towers]) > 20  # saturated: beyond the clipped loss's cap
     np.testing.assert_allclose(losses[stacked.StackedArms], losses[towers.Towers], rtol=1e-5)
 

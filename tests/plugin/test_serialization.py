@@ -107,6 +107,7 @@ NON_DEFAULT = [
     (keras_inits.DeltaOrthogonal, (3, 3, 32, 32), dict(gain=1.4, seed=17)),
     (keras_inits.Dirac, KERNEL, dict(groups=2)),
     (keras_inits.Sparse, (1000, 40), dict(sparsity=0.5, stddev=0.2, seed=18)),
+    (keras_inits.TruncNormal, KERNEL, dict(mean=0.1, std=0.5, a=-0.3, b=0.9, seed=19)),
 ]
 PARAMS = [pytest.param(cls, shape, args, id=cls.__name__) for cls, shape, args in NON_DEFAULT]
 
