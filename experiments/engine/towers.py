@@ -218,8 +218,8 @@ def check_independent(optimizer: keras.optimizers.Optimizer) -> None:
 def split_logs(logs: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Each tower's entries of Keras's logs, as a single-output model names them
     (`arm0_accuracy` -> `accuracy`, `val_arm0_accuracy` -> `val_accuracy`), its loss
-    being its `CROSS_ENTROPY` metric. A group of one tower is a single-output model:
-    Keras logs it unprefixed already."""
+    being its `CROSS_ENTROPY` metric. A group of one tower is logged unprefixed, as a
+    single-output model (`GroupMetrics` names it so)."""
     if len(names) == 1:
         split = {names[0]: dict(logs)}
     else:

@@ -286,6 +286,28 @@ def test_a_frozen_arms_model_keeps_its_weights_while_the_others_train(data, engi
     assert not np.allclose(moving[0], arms[0].weights[0].numpy())
 
 
+def test_the_group_loss_is_keras_own_loss_of_each_tower_with_its_regularizers():
+    # The reference: each arm alone, compiled by Keras with the cross-entropy, whose
+    # compute_loss adds the arm's L2 penalty.
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 5)).astype("float32"), rng.integers(0, 3, 16)
+    arms = []
+    for seed in (1, 2):
+        inputs = keras.Input((5,))
+        hidden = keras.layers.Dense(
+            8, activation="tanh", kernel_regularizer=keras.regularizers.L2(0.1),
+            kernel_initializer=keras.initializers.GlorotNormal(seed),
+        )(inputs)
+        arms.append(keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden)))
+    expected = 0.0
+    for arm in arms:
+        arm.compile(loss=towers.LOSS)
+        expected += float(arm.compute_loss(x, y, arm(x)))
+    group = towers.Towers(arms, (5,)).model
+    assert sum(float(arm.losses[0]) for arm in arms) > 0.01  # the penalty counts
+    np.testing.assert_allclose(float(group.compute_loss(x, y, group(x))), expected, rtol=1e-6)
+
+
 def test_group_metrics_mark_each_towers_first_bad_batch():
     metric = GroupMetrics(["arm0", "arm1"])
     good, bad = np.full((2, 3), 1 / 3, "float32"), np.array([[1.0, np.nan, 0.0]] * 2, "float32")
