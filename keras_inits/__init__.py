@@ -7,7 +7,8 @@ that has imported keras_inits).
 
 For any built model: `reinitialize` (every kernel with the fans of its layer
 type), `lsuv` (data-dependent unit-variance init), `diagnose` (signal
-propagation in numbers and words) and the `SignalHistograms` callback
+propagation in numbers and words), `roles` (what each kernel does in a residual
+network or Transformer, and its block) and the `SignalHistograms` callback
 (activation and gradient histograms in TensorBoard during `fit`).
 """
 
@@ -30,21 +31,25 @@ from keras_inits.initializers import (
 from keras_inits.lsuv import LSUVReport, lsuv
 from keras_inits.registry import INITIALIZERS, get, names, parse_spec, register_names, reseed
 from keras_inits.reinit import ReinitReport, reinitialize
+from keras_inits.roles import ROLES, KernelRole, Roles, roles
 
 __version__ = "0.1.0"
 
 __all__ = [
     "INITIALIZERS",
     "LAYOUTS",
+    "ROLES",
     "CheckedInitializer",
     "DeltaOrthogonal",
     "Diagnosis",
     "Dirac",
     "FanScaling",
+    "KernelRole",
     "KaimingNormal",
     "KaimingUniform",
     "LSUVReport",
     "ReinitReport",
+    "Roles",
     "SeededInitializer",
     "SignalHistograms",
     "Sparse",
@@ -63,6 +68,7 @@ __all__ = [
     "register_names",
     "reinitialize",
     "reseed",
+    "roles",
 ]
 
 register_names()

@@ -81,3 +81,36 @@ def test_an_unknown_role_and_a_missing_role_are_told():
         roles(model, {"*": "output"})
     with pytest.raises(ValueError, match="fixup scales branch_output kernels.*found: 1 other"):
         roles(model).require(["branch_output"], "fixup")
+
+
+def _hub():
+    return pytest.importorskip("keras_hub")
+
+
+def test_keras_hub_gpt2_resolves_completely():
+    backbone = _hub().models.GPT2Backbone(
+        vocabulary_size=64, num_layers=3, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    found = roles(backbone)
+    assert found.blocks == 3
+    per_block = ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
+    assert [(k.role, k.block) for k in found.kernels] == [("embedding", None)] + [
+        (role, block) for block in range(3) for role in per_block
+    ]
+    assert not found.of("other", "head")
+
+
+def test_keras_hub_bert_resolves_completely_its_pooler_being_the_head():
+    backbone = _hub().models.BertBackbone(
+        vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=8,
+    )
+    found = roles(backbone)
+    assert found.blocks == 2
+    assert [k.path for k in found.of("embedding")] == [
+        "token_embedding/embeddings", "segment_embedding/embeddings"
+    ]
+    assert len(found.of("attention_output")) == len(found.of("ffn_out")) == 2
+    assert [k.path for k in found.of("head")] == ["pooled_dense/kernel"]
+    assert not found.of("other", "branch_inner", "branch_output")
