@@ -117,7 +117,14 @@ def roles(model: keras.layers.Layer, mapping: Mapping[str, str] | None = None) -
     if not transformer_blocks:
         _residual_adds(model, kernels, role, block)
     _mapped(kernels, mapping, role, block)
-    blocks = len(set(block.values()))
+    # Blocks numbered 0, 1... in the order of their first kernel.
+    firsts: dict[int, int] = {}
+    for kernel in kernels:
+        if id(kernel.variable) in block:
+            firsts.setdefault(block[id(kernel.variable)], kernel.position)
+    number = {old: new for new, old in enumerate(sorted(firsts, key=firsts.get))}
+    block = {key: number[value] for key, value in block.items()}
+    blocks = len(number)
     if blocks:
         last = max(k.position for k in kernels if id(k.variable) in block)
         for kernel in kernels:
@@ -164,7 +171,8 @@ def _residual_adds(
     model: keras.layers.Layer, kernels: Sequence[Kernel], role: dict[int, str], block: dict
 ) -> None:
     """Each add of a Functional graph (the model's or a nested one's) that joins a shortcut
-    and a branch holding kernels is a block, numbered in the order of its first kernel."""
+    and a branch holding kernels is a block. A branch that holds another residual block
+    (a block of blocks) leaves that block's kernels to it: the innermost add counts."""
     branches = []
     for functional in walk(model):
         if not hasattr(functional, "_nodes_by_depth"):
@@ -177,12 +185,12 @@ def _residual_adds(
                 branch = _branch(node, owner)
                 if branch:
                     branches.append(branch)
-    branches.sort(key=lambda branch: branch[0].position)
-    for index, branch in enumerate(branches):
+    start = len(set(block.values()))
+    for index, branch in sorted(enumerate(branches), key=lambda item: len(item[1])):
         for position, kernel in enumerate(branch):
             if id(kernel.variable) in block:
-                continue  # a branch inside a branch: the inner one counts
-            block[id(kernel.variable)] = index
+                continue  # an inner block's
+            block[id(kernel.variable)] = start + index
             if role[id(kernel.variable)] == "other":
                 last = position == len(branch) - 1
                 role[id(kernel.variable)] = "branch_output" if last else "branch_inner"
@@ -201,8 +209,8 @@ def _graph_layers(functional: Any, kernels: Sequence[Kernel]) -> dict[int, list[
     return held
 
 
-def _ancestors(tensor: Any) -> set[int]:
-    """The graph nodes that `tensor` depends on, its own producer included."""
+def _ancestors(tensor: Any) -> dict[int, Any]:
+    """The graph nodes that `tensor` depends on, its own producer included, by id."""
     operation, node_index, _ = tensor._keras_history
     stack, seen = [operation._inbound_nodes[node_index]], {}
     while stack:

@@ -25,6 +25,23 @@ def test_a_residual_mlp_has_a_block_per_add_and_its_read_out_is_the_head():
     ]
 
 
+def test_a_block_of_blocks_leaves_the_inner_blocks_their_kernels():
+    # outer = x + out(inner0(in(x))), each inner a residual block of its own
+    x = keras.Input((8,))
+    h = keras.layers.Dense(8, name="outer_in")(x)
+    for index in range(2):
+        h = keras.layers.Add()([h, keras.layers.Dense(8, name=f"inner{index}")(h)])
+    outer = keras.layers.Add()([x, keras.layers.Dense(8, name="outer_out")(h)])
+    found = roles(keras.Model(x, outer))
+    assert found.blocks == 3
+    assert [(k.path, k.role, k.block) for k in found.kernels] == [
+        ("outer_in/kernel", "branch_inner", 0),
+        ("inner0/kernel", "branch_output", 1),
+        ("inner1/kernel", "branch_output", 2),
+        ("outer_out/kernel", "branch_output", 0),
+    ]
+
+
 def test_resnet50_has_its_16_bottleneck_blocks():
     found = roles(keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3)))
     assert found.blocks == 16
