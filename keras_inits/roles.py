@@ -106,9 +106,9 @@ def roles(model: keras.layers.Layer, mapping: Mapping[str, str] | None = None) -
         TypeError, ValueError: not a built Keras model, or a role `mapping` does not know.
     """
     mapping = dict(mapping or {})
-    for pattern, role in mapping.items():
-        if role not in ROLES:
-            raise ValueError(f"roles mapping {pattern!r}: unknown role {role!r}; one of {ROLES}.")
+    for pattern, name in mapping.items():
+        if name not in ROLES:
+            raise ValueError(f"roles mapping {pattern!r}: unknown role {name!r}; one of {ROLES}.")
     kernels = find_kernels(model)
     role = {id(k.variable): "embedding" if k.role == "embeddings" else "other" for k in kernels}
     block: dict[int, int] = {}
