@@ -100,16 +100,17 @@ def test_an_unknown_role_and_a_missing_role_are_told():
         roles(model).require(["branch_output"], "fixup")
 
 
-def _hub():
-    return pytest.importorskip("keras_hub")
+def _hub_backbone(name: str, layers: int):
+    """A tiny keras-hub backbone built from constructor arguments (no download)."""
+    backbone = getattr(pytest.importorskip("keras_hub").models, name)
+    return backbone(
+        vocabulary_size=64, num_layers=layers, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=8,
+    )
 
 
 def test_keras_hub_gpt2_resolves_completely():
-    backbone = _hub().models.GPT2Backbone(
-        vocabulary_size=64, num_layers=3, num_heads=2, hidden_dim=16, intermediate_dim=32,
-        max_sequence_length=8,
-    )
-    found = roles(backbone)
+    found = roles(_hub_backbone("GPT2Backbone", 3))
     assert found.blocks == 3
     per_block = ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
     assert [(k.role, k.block) for k in found.kernels] == [("embedding", None)] + [
@@ -119,11 +120,7 @@ def test_keras_hub_gpt2_resolves_completely():
 
 
 def test_keras_hub_bert_resolves_completely_its_pooler_being_the_head():
-    backbone = _hub().models.BertBackbone(
-        vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=16, intermediate_dim=32,
-        max_sequence_length=8,
-    )
-    found = roles(backbone)
+    found = roles(_hub_backbone("BertBackbone", 2))
     assert found.blocks == 2
     assert [k.path for k in found.of("embedding")] == [
         "token_embedding/embeddings", "segment_embedding/embeddings"
