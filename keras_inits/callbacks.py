@@ -279,6 +279,7 @@ class SignalHistograms(keras.callbacks.Callback):
         self._writer = None
         self._probe: SignalProbe | None = None
         self._probe_model = None
+        self._metadata: dict[str, bytes] = {}
         self._compiled = None
         self._compiled_trainable: tuple[bool, ...] = ()
         self._epoch_start_step = 0
@@ -300,6 +301,8 @@ class SignalHistograms(keras.callbacks.Callback):
                 self.last_step = None
             self._probe_model = self.model
             self._compiled = None
+            # Each histogram tag's plugin metadata, in the order of the probe's tensors.
+            self._metadata = histogram_metadata(self._probe.taps)
         return self._probe
 
     @property
@@ -358,7 +361,7 @@ class SignalHistograms(keras.callbacks.Callback):
             stats, buckets = self._eager_snapshot()
         snapshot = Snapshot.from_tensors(step, probe.taps, stats, buckets)
         write_snapshot(
-            self.writer, snapshot, histogram_metadata(probe.taps),
+            self.writer, snapshot, self._metadata,
             scalars=scalars, histograms=histograms,
         )
         self.last_step = step if histograms else self.last_step
@@ -373,7 +376,7 @@ class SignalHistograms(keras.callbacks.Callback):
         self._compiled_trainable = trainable
         if self._compiled is None:
             probe, bins = self.probe(), self.bins
-            tags = list(histogram_metadata(probe.taps))
+            tags = list(self._metadata)
 
             def compute():
                 signals = probe.compute()
@@ -395,7 +398,7 @@ class SignalHistograms(keras.callbacks.Callback):
         values = signals.per_layer_tensors()  # in the order of the tags
         buckets = {
             tag: np_histogram(_to_numpy(value) if value is not None else [], self.bins)
-            for tag, value in zip(histogram_metadata(probe.taps), values, strict=True)
+            for tag, value in zip(self._metadata, values, strict=True)
         }
         return signals.statistics(), buckets
 
