@@ -8,10 +8,13 @@ that has imported keras_inits).
 For any built model: `reinitialize` (every kernel with the fans of its layer
 type), `lsuv` (data-dependent unit-variance init), `diagnose` (signal
 propagation in numbers and words), `roles` (what each kernel does in a residual
-network or Transformer, and its block) and the `SignalHistograms` callback
+network or Transformer, and its block), `reinitialize(model, scheme=...)` (the
+schemes of `keras_inits.schemes`: GPT-2's, Fixup, T-Fixup, DeepNet...) and the
+`SignalHistograms` callback
 (activation and gradient histograms in TensorBoard during `fit`).
 """
 
+from keras_inits import schemes
 from keras_inits.base import CheckedInitializer, FanScaling, SeededInitializer
 from keras_inits.callbacks import SignalHistograms
 from keras_inits.diagnosis import Diagnosis, Verdict, diagnose
@@ -69,6 +72,7 @@ __all__ = [
     "reinitialize",
     "reseed",
     "roles",
+    "schemes",
 ]
 
 register_names()

@@ -18,7 +18,7 @@ Fans by layer type, with `rf` the product of the spatial kernel axes:
 | DepthwiseConv, SeparableConv depthwise | (*k, in, m) | rf | rf * m | in |
 | EinsumDense | any | contracted axes | output-only axes | kernel axes in input and output |
 | LSTM/GRU/SimpleRNN/ConvLSTM kernels | (*k, in, gates * units) | rf * in | rf * units | gates |
-| Embedding | (vocab, dim) | 1 | dim | 1 |
+| Embedding, any layer's `embeddings` table | (vocab, dim) | 1 | dim | 1 |
 
 An embedding is a lookup: each output coordinate is one weight, so the fans
 that keep the output's variance are (1, dim), not Keras's (vocab, dim).
@@ -251,11 +251,16 @@ def _recurrent(gates: int) -> Rule:
 
 
 def _generic(layer):
-    """A layer of a type we have no rule for, with a `kernel` of rank >= 2."""
-    kernel = _own(layer).get("kernel")
-    if kernel is None or len(kernel.shape) < 2:
-        return []
-    return [(kernel, "kernel", plain_plan(kernel.shape, "assumed (..., in, out)"), True)]
+    """A layer of a type we have no rule for, with a `kernel` of rank >= 2, or a lookup
+    table called `embeddings` (keras-hub's `PositionEmbedding`, your own embedding layers)."""
+    own = _own(layer)
+    kernel = own.get("kernel")
+    if kernel is not None and len(kernel.shape) >= 2:
+        return [(kernel, "kernel", plain_plan(kernel.shape, "assumed (..., in, out)"), True)]
+    table = own.get("embeddings")
+    if table is not None and len(table.shape) == 2:
+        return [(table, "embeddings", embedding_plan(table.shape), True)]
+    return []
 
 
 L = keras.layers

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import keras
 import numpy as np
 
-from keras_inits import tables
+from keras_inits import schemes, tables
 from keras_inits.base import FanScaling, check_choice, check_seed, split_seed
 from keras_inits.fans import compute_fans
+from keras_inits.initializers import TruncNormal
 from keras_inits.kernels import Kernel, KernelPlan, find_kernels, own_biases
 from keras_inits.registry import get, reseed
+from keras_inits.roles import Roles
+from keras_inits.roles import roles as find_roles
 
 _MAX_SEED = 2**31 - 1
 # Initializers whose draws are i.i.d. and ignore fans: one call for the whole kernel.
@@ -25,6 +28,7 @@ _SHAPE_FREE = (
     keras.initializers.Zeros,
     keras.initializers.Ones,
     keras.initializers.Constant,
+    TruncNormal,
 )
 Selector = str | type | Callable[[keras.layers.Layer], bool]
 
@@ -103,28 +107,41 @@ class ReinitReport:
 
     Each row: `path` (the layer's path in the model), `weight`, `shape`,
     `layout` (the fan rule used), `fan_in`, `fan_out`, `initializer`, `std` (of
-    the values drawn). Bias rows have no fans. `print(report)` shows the table;
-    `to_dict()` gives the rows as JSON-ready data.
+    the values drawn); with a scheme, also the kernel's `role` and `block`, and
+    `initializer` is the scheme's formula. Bias rows have no fans. `print(report)`
+    shows the table; `to_dict()` gives the rows as JSON-ready data.
+
+    Attributes:
+        rows: the rows.
+        kept: how many of the model's other weights were left as they were.
+        scheme: the scheme's name, or None.
+        notes: the scheme's depths and constants (DeepNet's alpha...).
     """
 
     rows: list[dict[str, Any]]
     kept: int
+    scheme: str | None = None
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": [dict(row) for row in self.rows], "kept": self.kept}
+        return {
+            "rows": [dict(row) for row in self.rows],
+            "kept": self.kept,
+            "scheme": self.scheme,
+            "notes": dict(self.notes),
+        }
 
     def table(self) -> str:
-        columns = [
-            ("path", "layer"),
-            ("weight", "weight"),
-            ("shape", "shape"),
-            ("layout", "layout"),
-            ("fan_in", "fan_in"),
-            ("fan_out", "fan_out"),
-            ("initializer", "initializer"),
-            ("std", "std drawn"),
-        ]
+        columns = [("path", "layer"), ("weight", "weight"), ("shape", "shape")]
+        if self.scheme is None:
+            columns += [("layout", "layout"), ("fan_in", "fan_in"), ("fan_out", "fan_out")]
+        else:
+            columns += [("role", "role"), ("block", "block"), ("fan_in", "fan_in")]
+        columns += [("initializer", "initializer"), ("std", "std drawn")]
         note = f"\n{len(self.rows)} weights written; {self.kept} other weights kept as they were."
+        if self.scheme is not None:
+            given = ", ".join(f"{k}={tables.format_value(v)}" for k, v in self.notes.items())
+            note += f"\nScheme {self.scheme}: {given}."
         return tables.render(self.rows, columns) + note
 
     def __str__(self) -> str:
@@ -221,15 +238,19 @@ def _describe(initializer: Any) -> str:
 
 def reinitialize(
     model: keras.layers.Layer,
-    initializer: Any,
+    initializer: Any = None,
     *,
+    scheme: str | schemes.Scheme | None = None,
+    roles: Roles | Mapping[str, str] | None = None,
     seed: int | None = None,
     include: Selector | Iterable[Selector] | None = None,
     biases: Literal["zeros", "keep"] = "zeros",
     recurrent: Any = "orthogonal",
     fallback: Any = None,
+    **params: Any,
 ) -> ReinitReport:
-    """Re-draws every kernel of a built model with the fans that are right for its layer.
+    """Re-draws every kernel of a built model with the fans that are right for its layer,
+    from one initializer or from a scheme that scales each kernel by its role and depth.
 
     Keras reads every kernel as `(..., in, out)`, which gives wrong fans for
     transposed, depthwise, grouped, einsum and RNN kernels. `reinitialize` reads
@@ -242,6 +263,10 @@ def reinitialize(
         >>> model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3))
         >>> report = keras_inits.reinitialize(model, "kaiming_normal", seed=0)
         >>> print(report)  # one row per weight: fans, layout and the std drawn
+        >>> import keras_hub
+        >>> backbone = keras_hub.models.GPT2Backbone(vocabulary_size=512, num_layers=4,
+        ...     num_heads=2, hidden_dim=64, intermediate_dim=256, max_sequence_length=32)
+        >>> print(keras_inits.reinitialize(backbone, scheme="gpt2", sigma=0.02, seed=0))
 
     Args:
         model: a built Keras model or layer.
@@ -249,7 +274,17 @@ def reinitialize(
             recurrent ones. Fan-based initializers (keras_inits's and Keras's
             `VarianceScaling` family) get the layer's fans; structured ones
             (orthogonal, dirac, delta_orthogonal...) are drawn per block (per
-            group, gate or depthwise channel).
+            group, gate or depthwise channel). Give it or `scheme`.
+        scheme: a scheme of `keras_inits.schemes.SCHEMES` ("gpt2", "megatron",
+            "fixup", "zero_branch", "t_fixup", "deepnet", "small_init",
+            "mitchell"), or a function `(roles, **params) -> SchemePlan`. Each
+            kernel is drawn as the scheme says for its role and block; kernels
+            the scheme does not specify are kept.
+        roles: for a scheme, the model's roles: a `Roles` from
+            `keras_inits.roles`, or the `mapping` of path patterns to roles that
+            names your own subclassed blocks' kernels. None resolves them.
+        **params: the scheme's parameters (`sigma=0.02` for gpt2...); see its
+            docstring.
         seed: an int makes the weights the same in every process. Each kernel
             gets its own seed, mixed from `seed` and its position in
             `model.weights`. None takes the initializer's own seed if it has
@@ -274,13 +309,16 @@ def reinitialize(
         A `ReinitReport`: `print` it for the table, `to_dict()` for the rows.
 
     Raises:
-        TypeError: `model` is not a Keras model or layer; a bad `include` item.
+        TypeError: `model` is not a Keras model or layer; a bad `include` item; a
+            parameter the scheme does not take.
         ValueError: an unbuilt model, no kernel to re-initialize (or none that
-            `include` selects), an unknown initializer, layer name or `biases`
-            option, an initializer that refuses a selected kernel; the model is
-            then left as it was.
+            `include` selects), an unknown initializer, scheme, layer name or
+            `biases` option, an initializer that refuses a selected kernel, a
+            scheme that needs a role the model lacks; the model is then left as
+            it was.
     """
     check_choice("biases", biases, ("zeros", "keep"))
+    _check_source(initializer, scheme, roles, params)
     kernels = find_kernels(model)
     if not kernels:
         raise ValueError(
@@ -294,21 +332,31 @@ def reinitialize(
             f"include={include!r} selects no layer with a kernel. Layers with kernels: "
             f"{', '.join(sorted({k.owner.name for k in kernels}))}."
         )
-    main = get(initializer)
-    if main is None:
-        raise ValueError("initializer is None; give a name such as 'xavier_normal'.")
+    main, scheme_name, scheme_plan, found = get(initializer), None, None, None
+    if scheme is not None:
+        found = roles if isinstance(roles, Roles) else find_roles(model, roles)
+        scheme_name, scheme_plan = schemes.plan(scheme, found, params)
     for_recurrent = None if recurrent == "keep" else get(recurrent)
     for_refused = get(fallback)
     base_seed = _base_seed(seed, main)
+    by_path = {kernel.path: kernel for kernel in found.kernels} if found else {}
 
     # Everything is drawn before anything is written: an initializer that refuses one
     # kernel (dirac on a Dense, say) leaves the model as it was.
     updates, rows = [], []
     for kernel in selected:
-        chosen = for_recurrent if kernel.role == "recurrent" else main
+        name = None
+        if kernel.role == "recurrent":
+            chosen = for_recurrent
+        elif scheme_plan is not None:
+            assignment = scheme_plan.kernels.get(kernel.path)
+            chosen = assignment and assignment.initializer
+            name = assignment and assignment.rule
+        else:
+            chosen = main
         if chosen is None:
             continue
-        name = _describe(chosen)
+        name = name or _describe(chosen)
         try:
             values = draw(chosen, kernel, kernel_seed(base_seed, kernel))
         except ValueError as error:
@@ -318,6 +366,8 @@ def reinitialize(
             name = f"{_describe(for_refused)} (fallback: {name} refused it)"
         updates.append((kernel.variable, values))
         rows.append(_row(kernel, values, name))
+        if kernel.path in by_path:
+            rows[-1].update(role=by_path[kernel.path].role, block=by_path[kernel.path].block)
         if biases == "zeros" and kernel.primary:
             for bias in own_biases(kernel.layer):
                 values = _initial_bias(kernel.layer, bias)
@@ -326,7 +376,30 @@ def reinitialize(
     for variable, values in updates:
         variable.assign(values)
     total = len({id(v) for v in model.weights})
-    return ReinitReport(rows, kept=total - len({id(variable) for variable, _ in updates}))
+    kept = total - len({id(variable) for variable, _ in updates})
+    if scheme_plan is None:
+        return ReinitReport(rows, kept=kept)
+    return ReinitReport(rows, kept=kept, scheme=scheme_name, notes=dict(scheme_plan.notes))
+
+
+def _check_source(initializer: Any, scheme: Any, roles: Any, params: Mapping[str, Any]) -> None:
+    """One source of values: an initializer, or a scheme with its roles and parameters."""
+    if initializer is None and scheme is None:
+        raise ValueError(
+            "Give an initializer (such as 'xavier_normal') or scheme= (one of "
+            f"{', '.join(schemes.SCHEMES)})."
+        )
+    if initializer is not None and scheme is not None:
+        raise ValueError(
+            f"Give an initializer or a scheme, not both (got {initializer!r} and "
+            f"scheme={scheme!r}): a scheme chooses every kernel's initializer."
+        )
+    if scheme is None and (params or roles is not None):
+        given = sorted([*params, *(["roles"] if roles is not None else [])])
+        raise TypeError(
+            f"reinitialize got {', '.join(given)} without scheme=: these are a scheme's "
+            "parameters. Give scheme=..., or leave them out."
+        )
 
 
 def _bias_row(kernel: Kernel, bias: keras.Variable, values: np.ndarray) -> dict[str, Any]:

@@ -45,22 +45,27 @@ _FEEDFORWARD = {"_feedforward_intermediate_dense": "ffn_in", "_feedforward_outpu
 
 @dataclasses.dataclass(frozen=True)
 class KernelRole:
-    """One kernel: its path in the model, its role, and its residual block (from 0;
-    None outside every block)."""
+    """One kernel: its path in the model, its role, its residual block (from 0; None
+    outside every block), and the fans of its layer type (see `keras_inits.kernels`)."""
 
     path: str
     role: str
     block: int | None
     shape: tuple[int, ...]
+    fan_in: int
+    fan_out: int
 
 
 @dataclasses.dataclass(frozen=True)
 class Roles:
-    """Every kernel's role, in the order of `model.weights`, and the number of residual
-    blocks (`blocks`: Transformer layers, or residual adds)."""
+    """Every kernel's role, in the order of `model.weights`, the number of residual
+    blocks (`blocks`: Transformer layers, or residual adds), and whether the blocks are
+    decoder layers (`decoder`: a layer whose class name ends in "Decoder", as keras-hub's
+    `TransformerDecoder`)."""
 
     kernels: list[KernelRole]
     blocks: int
+    decoder: bool = False
 
     def of(self, *roles: str) -> list[KernelRole]:
         """The kernels of the roles named."""
@@ -85,6 +90,7 @@ class Roles:
     def to_dict(self) -> dict[str, Any]:
         return {
             "blocks": self.blocks,
+            "decoder": self.decoder,
             "kernels": [dataclasses.asdict(kernel) for kernel in self.kernels],
         }
 
@@ -133,11 +139,13 @@ def roles(model: keras.layers.Layer, mapping: Mapping[str, str] | None = None) -
     return Roles(
         [
             KernelRole(
-                k.path, role[id(k.variable)], block.get(id(k.variable)), tuple(k.variable.shape)
+                k.path, role[id(k.variable)], block.get(id(k.variable)),
+                tuple(k.variable.shape), k.plan.fan_in, k.plan.fan_out,
             )
             for k in kernels
         ],
         blocks,
+        decoder=any(type(layer).__name__.endswith("Decoder") for layer in walk(model)),
     )
 
 

@@ -7,6 +7,7 @@ import keras
 import pytest
 
 from keras_inits.roles import roles
+from tests.plugin.util import hub_backbone
 
 
 def test_a_residual_mlp_has_a_block_per_add_and_its_read_out_is_the_head():
@@ -100,30 +101,23 @@ def test_an_unknown_role_and_a_missing_role_are_told():
         roles(model).require(["branch_output"], "fixup")
 
 
-def _hub_backbone(name: str, layers: int):
-    """A tiny keras-hub backbone built from constructor arguments (no download)."""
-    backbone = getattr(pytest.importorskip("keras_hub").models, name)
-    return backbone(
-        vocabulary_size=64, num_layers=layers, num_heads=2, hidden_dim=16, intermediate_dim=32,
-        max_sequence_length=8,
-    )
-
-
 def test_keras_hub_gpt2_resolves_completely():
-    found = roles(_hub_backbone("GPT2Backbone", 3))
+    found = roles(hub_backbone("GPT2Backbone", 3))
     assert found.blocks == 3
     per_block = ["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
-    assert [(k.role, k.block) for k in found.kernels] == [("embedding", None)] + [
+    # The token table and keras-hub's PositionEmbedding (a layer with an `embeddings` table).
+    assert [(k.role, k.block) for k in found.kernels] == [("embedding", None)] * 2 + [
         (role, block) for block in range(3) for role in per_block
     ]
     assert not found.of("other", "head")
 
 
 def test_keras_hub_bert_resolves_completely_its_pooler_being_the_head():
-    found = roles(_hub_backbone("BertBackbone", 2))
+    found = roles(hub_backbone("BertBackbone", 2))
     assert found.blocks == 2
     assert [k.path for k in found.of("embedding")] == [
-        "token_embedding/embeddings", "segment_embedding/embeddings"
+        "token_embedding/embeddings", "position_embedding/embeddings",
+        "segment_embedding/embeddings",
     ]
     assert len(found.of("attention_output")) == len(found.of("ffn_out")) == 2
     assert [k.path for k in found.of("head")] == ["pooled_dense/kernel"]

@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 # Kernel shapes in Keras layout and the matching torch weight shapes (out, in, *k).
 SHAPES = {
@@ -40,3 +41,13 @@ class ResidualSubclassed(keras.Model):
     def call(self, x):
         h = self.a(x)
         return self.c(self.b(h) + h)
+
+
+def hub_backbone(name: str, layers: int, width: int = 16, heads: int = 2):
+    """A keras-hub backbone (GPT2Backbone, BertBackbone) built from constructor arguments
+    (no download), skipped where keras-hub is not installed."""
+    backbone = getattr(pytest.importorskip("keras_hub").models, name)
+    return backbone(
+        vocabulary_size=64, num_layers=layers, num_heads=heads, hidden_dim=width,
+        intermediate_dim=4 * width, max_sequence_length=8,
+    )
