@@ -20,6 +20,14 @@ whose gradient sums every residual path above it):
   on the batch.
 - no signal: a layer whose output std is 0; non-finite: NaN or inf outputs or
   gradients.
+- growing residual stream (models with residual blocks, see `keras_inits.roles`): the
+  std of the blocks' outputs grows more than `stream_growth` (2x) from the first block
+  to the last; the verdict says whether it multiplies at each block or adds, and which
+  scheme keeps it level (`keras_inits.stream`). In such models the vanishing and
+  exploding checks above run on the stream (block by block) rather than on each
+  sublayer's output (an attention query's scale says nothing about depth), and a
+  residual output or head with an all-zero kernel (Fixup, zero_branch) is silent by
+  design, not "no signal".
 """
 
 from __future__ import annotations
@@ -35,9 +43,13 @@ import numpy as np
 
 from keras_inits import tables
 from keras_inits._extras import HARNESS, require
+from keras_inits.roles import RESIDUAL_OUTPUTS, roles
 from keras_inits.signals import SignalProbe
+from keras_inits.stream import STREAM_GROWTH, measure_stream, stream_verdict
 
-THRESHOLDS: dict[str, float] = {"depth_ratio": 10.0, "saturated": 0.5, "dead": 0.5}
+THRESHOLDS: dict[str, float] = {
+    "depth_ratio": 10.0, "saturated": 0.5, "dead": 0.5, "stream_growth": STREAM_GROWTH,
+}
 _MIN_DEPTH = 3  # a trend "across depth" needs at least this many layers
 _COLUMNS = [
     ("path", "layer"),
@@ -48,6 +60,10 @@ _COLUMNS = [
     ("weight_gradient_std", "w-grad std"),
     ("saturated_fraction", "saturated"),
     ("dead_fraction", "dead"),
+]
+_STREAM_COLUMNS = [
+    ("block", "block"), ("path", "output of"), ("output_std", "stream std"),
+    ("gradient_std", "grad std"),
 ]
 
 
@@ -74,16 +90,21 @@ class Diagnosis:
             output_size (per example), gradient_std (of dLoss/d output),
             weight_gradient_std, weight_std,
             saturated_fraction (None for unbounded activations), dead_fraction
-            (None unless ReLU-like).
+            (None unless ReLU-like), role (see `keras_inits.roles`).
         verdicts: what is wrong and where; empty when every check passes.
         loss: the loss on the batch (the surrogate's value when `surrogate`).
         surrogate: whether the loss is the surrogate (no `y` given).
+        stream: for residual models, one dict per residual block in order: block,
+            path (the operation whose output is the block's), attention (whether
+            the block holds an attention layer), output_std and gradient_std of
+            the residual stream there; empty otherwise.
     """
 
     layers: list[dict[str, Any]]
     verdicts: list[Verdict]
     loss: float
     surrogate: bool
+    stream: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: `{"layers": [...], "verdicts": [str, ...], "findings": [...], ...}`."""
@@ -95,12 +116,20 @@ class Diagnosis:
             "findings": [dataclasses.asdict(verdict) for verdict in self.verdicts],
             "loss": _json_number(self.loss),
             "surrogate_loss": self.surrogate,
+            "stream": [
+                {key: _json_number(value) for key, value in block.items()}
+                for block in self.stream
+            ],
         }
 
     def table(self) -> str:
         """The layers as a text table, then the verdicts."""
         loss = "surrogate loss" if self.surrogate else "loss"
-        lines = [tables.render(self.layers, _COLUMNS), f"{loss}: {self.loss:.4g}"]
+        lines = [tables.render(self.layers, _COLUMNS)]
+        if self.stream:
+            lines += ["", "Residual stream (each block's output):"]
+            lines.append(tables.render(self.stream, _STREAM_COLUMNS))
+        lines.append(f"{loss}: {self.loss:.4g}")
         if self.verdicts:
             lines += [f"- {verdict.message}" for verdict in self.verdicts]
         else:
@@ -144,6 +173,8 @@ def diagnose(
     """
     probe = SignalProbe(model, x, y, loss=loss)
     signals = probe.compute()
+    found = roles(model)
+    role = {kernel.path: kernel.role for kernel in found.kernels}
     rows = []
     for tap, (shape, _), stats in zip(
         probe.taps, probe.specs, signals.statistics(), strict=True
@@ -154,10 +185,13 @@ def diagnose(
             "layout": tap.kernel.plan.layout,
             "activation": tap.activation,
             "output_size": math.prod(shape[1:]),
+            "role": role.get(tap.kernel.path),
         }
         row.update({key: _number(value) for key, value in stats.items()})
         rows.append(row)
-    return Diagnosis(rows, find_verdicts(rows), _number(signals.loss), y is None)
+    stream = measure_stream(probe, found)
+    return Diagnosis(rows, find_verdicts(rows, THRESHOLDS, stream), _number(signals.loss),
+                     y is None, stream)
 
 
 def _number(value: Any) -> float | None:
@@ -181,11 +215,14 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def find_verdicts(
-    rows: Sequence[Mapping[str, Any]], thresholds: Mapping[str, float] = THRESHOLDS
+    rows: Sequence[Mapping[str, Any]],
+    thresholds: Mapping[str, float] = THRESHOLDS,
+    stream: Sequence[Mapping[str, Any]] = (),
 ) -> list[Verdict]:
-    """The verdicts for per-layer rows in forward order (see the module docstring)."""
+    """The verdicts for per-layer rows in forward order, and the residual stream's rows
+    when the model has residual blocks (see the module docstring)."""
     verdicts: list[Verdict] = []
-    for row in rows:
+    for row in [*rows, *stream]:
         values = [row[k] for k in ("output_std", "gradient_std") if row[k] is not None]
         if any(not math.isfinite(value) for value in values):
             verdicts.append(
@@ -197,8 +234,14 @@ def find_verdicts(
                 )
             )
             return verdicts
+    # A residual output or a head whose kernel is zero (Fixup, zero_branch) is silent by
+    # design: its block starts as the identity, and it learns from its first step.
+    by_design = [
+        row for row in rows
+        if row.get("weight_std") == 0 and row.get("role") in (*RESIDUAL_OUTPUTS, "head")
+    ]
     for row in rows:
-        if row["output_std"] == 0:
+        if row["output_std"] == 0 and not any(row is silent for silent in by_design):
             verdicts.append(
                 Verdict(
                     "no_signal",
@@ -207,39 +250,17 @@ def find_verdicts(
                     "this layer (zero kernel, or dead units upstream).",
                 )
             )
-    ratio_limit = thresholds["depth_ratio"]
-    signal = [
-        row for row in rows if row["activation"] != "softmax" and row.get("layout") != "embedding"
-    ]
-    if len(signal) >= _MIN_DEPTH:
-        first, last = signal[0], signal[-1]
-        change = _ratio(last["output_std"], first["output_std"])
-        span = f"from {first['path']} to {last['path']} ({len(signal)} layers)"
-        values = f"{first['output_std']:.3g} -> {last['output_std']:.3g}"
-        verdicts += _depth_verdict(
-            "activations",
-            (first["path"], last["path"]),
-            change,
-            ratio_limit,
-            f"Vanishing activations: output std falls {_fold(change)} {span}, {values}.",
-            f"Exploding activations: output std grows {change:.3g}x {span}, {values}.",
-        )
-    # A layer the loss does not reach (its output computed, then unused) has no gradient
-    # (None under TensorFlow and PyTorch): it is left out rather than divided by.
-    span = _longest_equal_size_span([row for row in signal if row["gradient_std"] is not None])
-    if span is not None and span[2] >= _MIN_DEPTH:
-        first, last, _ = span
-        change = _ratio(first["gradient_std"], last["gradient_std"])
-        verdicts += _depth_verdict(
-            "gradients",
-            (first["path"], last["path"]),
-            change,
-            ratio_limit,
-            f"Vanishing gradients: dLoss/d(output) shrinks {_fold(change)} from "
-            f"{last['path']} back to {first['path']}; the first layers will barely learn.",
-            f"Exploding gradients: dLoss/d(output) is {change:.3g}x larger at "
-            f"{first['path']} than at {last['path']}.",
-        )
+    if len(stream) >= _MIN_DEPTH:
+        # Through residual blocks the signal is the stream, not each sublayer's output (an
+        # attention query's scale says nothing about depth).
+        verdicts += _stream_verdicts(stream, thresholds)
+    else:
+        signal = [
+            row for row in rows
+            if row["activation"] != "softmax" and row.get("layout") != "embedding"
+            and not any(row is silent for silent in by_design)
+        ]
+        verdicts += _depth_verdicts(signal, thresholds["depth_ratio"], "layers")
     verdicts += _fraction_verdicts(
         rows,
         "saturated_fraction",
@@ -256,6 +277,62 @@ def find_verdicts(
         "Dead units: {} of {} units never active on the batch",
         "they get no gradient and will not recover",
     )
+    return verdicts
+
+
+def _depth_verdicts(
+    signal: Sequence[Mapping[str, Any]], limit: float, unit: str
+) -> list[Verdict]:
+    """Vanishing or exploding activations and gradients from the first to the last of
+    `signal` (layers, or residual blocks: `unit`)."""
+    verdicts: list[Verdict] = []
+    if len(signal) >= _MIN_DEPTH:
+        first, last = signal[0], signal[-1]
+        change = _ratio(last["output_std"], first["output_std"])
+        span = f"from {first['path']} to {last['path']} ({len(signal)} {unit})"
+        values = f"{first['output_std']:.3g} -> {last['output_std']:.3g}"
+        verdicts += _depth_verdict(
+            "activations",
+            (first["path"], last["path"]),
+            change,
+            limit,
+            f"Vanishing activations: output std falls {_fold(change)} {span}, {values}.",
+            f"Exploding activations: output std grows {change:.3g}x {span}, {values}.",
+        )
+    # A layer the loss does not reach (its output computed, then unused) has no gradient
+    # (None under TensorFlow and PyTorch): it is left out rather than divided by.
+    span = _longest_equal_size_span([row for row in signal if row["gradient_std"] is not None])
+    if span is not None and span[2] >= _MIN_DEPTH:
+        first, last, _ = span
+        change = _ratio(first["gradient_std"], last["gradient_std"])
+        verdicts += _depth_verdict(
+            "gradients",
+            (first["path"], last["path"]),
+            change,
+            limit,
+            f"Vanishing gradients: dLoss/d(output) shrinks {_fold(change)} from "
+            f"{last['path']} back to {first['path']}; the first {unit} will barely learn.",
+            f"Exploding gradients: dLoss/d(output) is {change:.3g}x larger at "
+            f"{first['path']} than at {last['path']}.",
+        )
+    return verdicts
+
+
+def _stream_verdicts(
+    stream: Sequence[Mapping[str, Any]], thresholds: Mapping[str, float]
+) -> list[Verdict]:
+    """The depth checks on the residual stream: its growth (`stream_growth`, in words that
+    say how it grows and which scheme keeps it level), its fall and its gradients'."""
+    ends = (stream[0]["path"], stream[-1]["path"])
+    growing = stream_verdict(
+        stream, thresholds.get("stream_growth", STREAM_GROWTH),
+        attention=any(row.get("attention") for row in stream),
+    )
+    sized = [{**row, "output_size": 1} for row in stream]  # one stream, one size
+    verdicts = _depth_verdicts(sized, thresholds["depth_ratio"], "blocks")
+    if growing is not None:
+        verdicts = [v for v in verdicts if v.kind != "exploding_activations"]
+        verdicts.insert(0, Verdict("growing_stream", ends, growing))
     return verdicts
 
 

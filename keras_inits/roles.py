@@ -66,6 +66,9 @@ class Roles:
     kernels: list[KernelRole]
     blocks: int
     decoder: bool = False
+    # Each block's output operation (a Transformer layer, an add, your block), by block:
+    # what `diagnose` taps to measure the residual stream.
+    block_outputs: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
 
     def of(self, *roles: str) -> list[KernelRole]:
         """The kernels of the roles named."""
@@ -118,11 +121,12 @@ def roles(model: keras.layers.Layer, mapping: Mapping[str, str] | None = None) -
     kernels = find_kernels(model)
     role = {id(k.variable): "embedding" if k.role == "embeddings" else "other" for k in kernels}
     block: dict[int, int] = {}
+    outputs: dict[int, Any] = {}
     _attention(kernels, role)
-    transformer_blocks = _transformer_layers(model, kernels, role, block)
+    transformer_blocks = _transformer_layers(model, kernels, role, block, outputs)
     if not transformer_blocks:
-        _residual_adds(model, kernels, role, block)
-    _mapped(kernels, mapping, role, block)
+        _residual_adds(model, kernels, role, block, outputs)
+    _mapped(kernels, mapping, role, block, outputs)
     # Blocks numbered 0, 1... in the order of their first kernel.
     firsts: dict[int, int] = {}
     for kernel in kernels:
@@ -146,6 +150,7 @@ def roles(model: keras.layers.Layer, mapping: Mapping[str, str] | None = None) -
         ],
         blocks,
         decoder=any(type(layer).__name__.endswith("Decoder") for layer in walk(model)),
+        block_outputs=tuple(outputs[old] for old in sorted(number, key=number.get)),
     )
 
 
@@ -159,12 +164,17 @@ def _attention(kernels: Sequence[Kernel], role: dict[int, str]) -> None:
 
 
 def _transformer_layers(
-    model: keras.layers.Layer, kernels: Sequence[Kernel], role: dict[int, str], block: dict
+    model: keras.layers.Layer,
+    kernels: Sequence[Kernel],
+    role: dict[int, str],
+    block: dict,
+    outputs: dict,
 ) -> int:
     """keras-hub's Transformer layers (and any layer with their feed-forward attributes):
     each is a block. Returns how many were found."""
     layers = [layer for layer in walk(model) if all(hasattr(layer, a) for a in _FEEDFORWARD)]
     index = {id(layer): i for i, layer in enumerate(layers)}
+    outputs.update(enumerate(layers))
     for kernel in kernels:
         for container in kernel.containers:
             if id(container) in index:
@@ -176,7 +186,11 @@ def _transformer_layers(
 
 
 def _residual_adds(
-    model: keras.layers.Layer, kernels: Sequence[Kernel], role: dict[int, str], block: dict
+    model: keras.layers.Layer,
+    kernels: Sequence[Kernel],
+    role: dict[int, str],
+    block: dict,
+    outputs: dict,
 ) -> None:
     """Each add of a Functional graph (the model's or a nested one's) that joins a shortcut
     and a branch holding kernels is a block. A branch that holds another residual block
@@ -192,9 +206,12 @@ def _residual_adds(
                     continue
                 branch = _branch(node, owner)
                 if branch:
-                    branches.append(branch)
+                    branches.append((branch, node.operation))
     start = len(set(block.values()))
-    for index, branch in sorted(enumerate(branches), key=lambda item: len(item[1])):
+    for index, (branch, operation) in sorted(
+        enumerate(branches), key=lambda item: len(item[1][0])
+    ):
+        outputs[start + index] = operation
         for position, kernel in enumerate(branch):
             if id(kernel.variable) in block:
                 continue  # an inner block's
@@ -245,7 +262,11 @@ def _branch(node: Any, owner: dict[int, list[Kernel]]) -> list[Kernel]:
 
 
 def _mapped(
-    kernels: Sequence[Kernel], mapping: Mapping[str, str], role: dict[int, str], block: dict
+    kernels: Sequence[Kernel],
+    mapping: Mapping[str, str],
+    role: dict[int, str],
+    block: dict,
+    outputs: dict,
 ) -> None:
     """`mapping`'s roles (the first pattern that matches a kernel's path). A mapped kernel
     outside every block found so far joins the block of its innermost container layer
@@ -265,7 +286,9 @@ def _mapped(
     start = len(set(block.values()))
     index = {}
     for container in blocks:
-        index.setdefault(id(container), start + len(index))
+        if id(container) not in index:
+            index[id(container)] = start + len(index)
+            outputs[index[id(container)]] = container
     for kernel in kernels:
         if id(kernel.variable) in block or role[id(kernel.variable)] == "embedding":
             continue

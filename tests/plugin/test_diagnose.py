@@ -16,6 +16,7 @@ from tests.plugin.util import ResidualSubclassed
 LAYER_KEYS = {
     "name", "path", "layout", "activation", "output_mean", "output_std", "output_size",
     "gradient_std", "weight_gradient_std", "weight_std", "saturated_fraction", "dead_fraction",
+    "role",
 }
 # One width and batch for the small models: under JAX every new shape costs a compilation.
 WIDTH, BATCH = 16, 32
@@ -462,7 +463,8 @@ def mixed():
 def test_to_dict_has_the_documented_keys_and_is_json(mixed):
     _, diagnosis = mixed
     as_dict = diagnosis.to_dict()
-    assert {"layers", "verdicts", "findings"} <= set(as_dict)
+    assert {"layers", "verdicts", "findings", "stream"} <= set(as_dict)
+    assert as_dict["stream"] == []  # no residual block
     assert [layer["name"] for layer in as_dict["layers"]] == [
         "relu_layer", "tanh_layer", "softmax_layer"
     ]

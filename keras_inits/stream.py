@@ -1,0 +1,146 @@
+"""The residual stream: each residual block's output, measured on a batch.
+
+In a residual network every block adds its branch to the stream, so the stream's scale is
+set by depth as much as by any one layer: with He-initialized branches and no
+normalization its variance multiplies at each block; in a pre-LN Transformer each branch
+adds variance, so the stream grows with the number of blocks unless the branch outputs
+are scaled by depth (GPT-2's scheme). `measure_stream` taps the operation that produces
+each block's output (`Roles.block_outputs`: a Transformer layer, an add, your block) in
+one forward and backward pass; `stream_verdict` says whether the stream grows, how, and
+which scheme keeps it level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_inits.autodiff import gradients
+from keras_inits.roles import Roles
+from keras_inits.taps import intercept, main_output, replace_main_output
+
+# Growth of the stream's std from the first block's output to the last's beyond which
+# diagnose says so.
+STREAM_GROWTH = 2.0
+# The variance the later half of the blocks adds over what the earlier half adds: r^(blocks
+# / 2) when each block multiplies the variance by r, about 1 when each adds the same. Above
+# _MULTIPLIES the verdict says it multiplies, within _ADDS that it adds; between, neither.
+_MULTIPLIES = 3.0
+_ADDS = (0.5, 1.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Point:
+    """A block's output operation, shaped like a `taps.Tap` for `intercept`."""
+
+    layer: Any
+    block: int
+
+
+def measure_stream(probe: Any, found: Roles) -> list[dict[str, Any]]:
+    """Per residual block, in order: `block`, `path` (its output operation's name),
+    `attention` (whether the block holds an attention layer), `output_std` and
+    `gradient_std` (of dLoss/d output, under the probe's loss), on the probe's batch in
+    inference mode. Empty without blocks.
+
+    Args:
+        probe: a `keras_inits.signals.SignalProbe` (its model, batch and loss).
+        found: the model's `Roles`.
+    """
+    points = [_Point(operation, block) for block, operation in enumerate(found.block_outputs)]
+    if not points:
+        return []
+    first: dict[int, Any] = {}
+
+    def record(point, call, args, kwargs):
+        outputs = call(*args, **kwargs)
+        first.setdefault(point.block, main_output(outputs))
+        return outputs
+
+    with intercept(points, record):
+        probe.model(probe.x, training=False)
+    called = [point for point in points if point.block in first]
+    specs = [
+        (tuple(first[p.block].shape), keras.backend.standardize_dtype(first[p.block].dtype))
+        for p in called
+    ]
+    position = {point.block: index for index, point in enumerate(called)}
+
+    def forward(perturbations):
+        outputs: list[Any] = [None] * len(called)
+
+        def hook(point, call, args, kwargs):
+            result = call(*args, **kwargs)
+            index = position.get(point.block)
+            if index is None or outputs[index] is not None:
+                return result
+            outputs[index] = main_output(result)
+            return replace_main_output(result, outputs[index] + perturbations[index])
+
+        with intercept(called, hook):
+            predictions = probe.model(probe.x, training=False)
+        return probe.loss_value(predictions), outputs
+
+    _, outputs, d_outputs, _ = gradients(forward, specs, [])
+    attention = {kernel.block for kernel in found.of("attention_output")}
+    return [
+        {
+            "block": point.block,
+            "path": getattr(point.layer, "path", None) or point.layer.name,
+            "attention": point.block in attention,
+            "output_std": _std(output),
+            "gradient_std": _std(d_output),
+        }
+        for point, output, d_output in zip(called, outputs, d_outputs, strict=True)
+    ]
+
+
+def _std(values: Any) -> float:
+    return float(np.std(keras.ops.convert_to_numpy(keras.ops.cast(values, "float32"))))
+
+
+def stream_verdict(
+    rows: Sequence[Any], limit: float = STREAM_GROWTH, attention: bool = False
+) -> str | None:
+    """Says, in words, whether the stream's std grows more than `limit` times from the
+    first block's output to the last's, how (multiplying at each block, or adding about
+    the same variance at each), and which scheme keeps it level (`attention`: the blocks
+    are Transformer layers); None when it does not grow that much."""
+    stds = [row["output_std"] for row in rows]
+    if len(stds) < 3 or not all(math.isfinite(s) and s > 0 for s in stds):
+        return None
+    growth = stds[-1] / stds[0]
+    if growth <= limit:
+        return None
+    per_block = growth ** (1 / (len(stds) - 1))
+    # What each block adds to the variance: about the same at every block when the
+    # growth adds, itself growing geometrically when it multiplies.
+    added = np.diff(np.square(stds))
+    half = len(added) // 2
+    early, late = float(np.sum(added[:half])), float(np.sum(added[-half:]))
+    ratio = late / early if early > 0 else math.nan
+    if ratio > _MULTIPLIES:
+        how = "it multiplies at every block, each adding in proportion to the stream"
+    elif _ADDS[0] < ratio < _ADDS[1]:
+        how = "each block adds about the same variance, so it grows with the number of blocks"
+    else:
+        how = "it grows unevenly from block to block"
+    if attention:
+        remedy = (
+            "scheme='gpt2' (or 'megatron', 'mitchell') scales the kernels that write into "
+            "the stream by depth, so that their sum keeps the variance of one"
+        )
+    else:
+        remedy = (
+            "scheme='fixup' or 'zero_branch' starts each branch at zero (without "
+            "normalization), or scheme='gpt2' scales the branch outputs by depth"
+        )
+    return (
+        f"The residual stream grows {growth:.3g}x from block {rows[0]['block']}'s output to "
+        f"block {rows[-1]['block']}'s ({per_block:.3g}x per block): {how}; {remedy}."
+    )
