@@ -43,6 +43,7 @@ import numpy as np
 
 from keras_inits import tables
 from keras_inits._extras import HARNESS, require
+from keras_inits.base import check_choice
 from keras_inits.roles import RESIDUAL_OUTPUTS, roles
 from keras_inits.signals import SignalProbe
 from keras_inits.stream import STREAM_GROWTH, measure_stream, stream_verdict
@@ -139,12 +140,13 @@ class Diagnosis:
     def __str__(self) -> str:
         return self.table()
 
-    def plot(self, path: str | Path, title: str | None = None) -> Path:
-        """Writes the depth profile (activation and gradient std per layer) as a PNG.
+    def plot(self, path: str | Path, title: str | None = None, of: str = "layers") -> Path:
+        """Writes the depth profile (activation and gradient std per layer; with
+        `of="stream"`, the residual stream's per block) as a PNG.
 
         Needs matplotlib (`pip install 'keras-inits[harness]'`); the numbers need nothing.
         """
-        return plot_profiles(path, {title or "model": self})
+        return plot_profiles(path, {title or "model": self}, of)
 
 
 def diagnose(
@@ -393,32 +395,43 @@ def _fraction_verdicts(
     return [Verdict(kind, tuple(row["path"] for row in over), message)]
 
 
-def plot_profiles(path: str | Path, diagnoses: Mapping[str, Diagnosis]) -> Path:
+def plot_profiles(
+    path: str | Path, diagnoses: Mapping[str, Diagnosis], of: str = "layers"
+) -> Path:
     """Activation std and back-propagated gradient std per layer, one line per diagnosis.
 
     The figure the harness draws for its own models (Glorot & Bengio's Figs. 6-7),
     for any model; several diagnoses of the same model (one per initializer, say)
-    share the axes. Needs matplotlib, which is not a core dependency: without it,
-    a one-line error names the extra that installs it.
+    share the axes. `of="stream"` draws the residual stream instead, block by block
+    (each block's output: what schemes such as GPT-2's keep level). Needs matplotlib,
+    which is not a core dependency: without it, a one-line error names the extra
+    that installs it.
     """
+    check_choice("of", of, ("layers", "stream"))
     mpl_figure = require("matplotlib.figure", HARNESS, "Diagnosis.plot draws with matplotlib")
     figure = mpl_figure.Figure(figsize=(11, 4.5), layout="constrained")
     activations, gradients = figure.subplots(1, 2, sharex=True)
     names: list[str] = []
     for label, diagnosis in diagnoses.items():
-        names = [row["path"] for row in diagnosis.layers] if len(diagnosis.layers) > len(
-            names
-        ) else names
-        x = np.arange(1, len(diagnosis.layers) + 1)
+        rows = diagnosis.layers if of == "layers" else diagnosis.stream
+        if of == "stream" and not rows:
+            raise ValueError(
+                f"Diagnosis {label!r} has no residual stream (keras_inits.roles found no "
+                "residual block in its model); draw of='layers'."
+            )
+        names = [str(row["path"]) for row in rows] if len(rows) > len(names) else names
+        x = np.arange(1, len(rows) + 1)
         for axes, key in ((activations, "output_std"), (gradients, "gradient_std")):
-            values = [np.nan if row[key] is None else row[key] for row in diagnosis.layers]
+            values = [np.nan if row[key] is None else row[key] for row in rows]
             axes.plot(x, values, marker="o", markersize=3, label=label)
-    activations.set_title("activation std per layer (log scale; zeros not drawn)")
+    unit = "layer" if of == "layers" else "residual block"
+    quantity = "activation" if of == "layers" else "residual stream"
+    activations.set_title(f"{quantity} std per {unit} (log scale; zeros not drawn)")
     gradients.set_title("back-propagated gradient std dL/d(output) (zeros not drawn)")
     for axes in (activations, gradients):
         axes.set_yscale("log")
         axes.grid(alpha=0.3)
-        axes.set_xlabel("layer (forward order)")
+        axes.set_xlabel(f"{unit} (forward order)")
         step = max(1, len(names) // 12)
         axes.set_xticks(np.arange(1, len(names) + 1)[::step], names[::step], rotation=60,
                         fontsize="x-small", ha="right")
