@@ -35,6 +35,7 @@ import numpy as np
 
 from keras_inits._extras import HARNESS, require
 from keras_inits.signals import SignalProbe
+from keras_inits.stream import StreamPoint
 from keras_inits.taps import Tap
 
 BINS = 30  # TensorBoard's default bucket count.
@@ -46,6 +47,11 @@ SCALARS = {
     "saturation": "saturated_fraction",
     "dead_fraction": "dead_fraction",
 }
+# The same for each residual block's output (keras_inits.signals.Signals.stream_statistics).
+STREAM_SCALARS = {
+    "residual_stream_std": "output_std",
+    "residual_stream_gradient_std": "gradient_std",
+}
 
 
 # What the missing-package message says needs TensorFlow and TensorBoard (keras_inits._extras).
@@ -56,6 +62,11 @@ def _tensorflow() -> Any:
     """TensorFlow, whose summary writer writes the events (on any Keras backend), or the
     one-line error that names the extra to install."""
     return require("tensorflow", HARNESS, _PURPOSE)
+
+
+def stream_tags(block: str) -> tuple[str, str]:
+    """The histogram tags of one residual block's output: the stream, its gradient."""
+    return (f"residual_stream/{block}", f"residual_stream_gradients/{block}")
 
 
 def histogram_tags(layer: str) -> tuple[str, str, str, str]:
@@ -176,18 +187,30 @@ class Snapshot:
     layers: list[str]
     statistics: list[dict[str, float | None]]
     histograms: dict[str, np.ndarray]
+    # The residual stream: each block's tag ("block_03") and its statistics.
+    blocks: list[str] = dataclasses.field(default_factory=list)
+    stream: list[dict[str, float | None]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_tensors(
-        cls, step: int, taps: Sequence[Tap], stats: list[dict[str, Any]], buckets: dict[str, Any]
+        cls,
+        step: int,
+        taps: Sequence[Tap],
+        stats: list[dict[str, Any]],
+        buckets: dict[str, Any],
+        points: Sequence[StreamPoint] = (),
+        stream: list[dict[str, Any]] = (),
     ) -> Snapshot:
-        """The snapshot of `taps` from a compiled snapshot's outputs (`Signals.statistics`
-        rows, tag -> `tf_histograms` row)."""
+        """The snapshot of `taps` (and of the residual stream at `points`) from a compiled
+        snapshot's outputs (`Signals.statistics` and `Signals.stream_statistics` rows,
+        tag -> `tf_histograms` row)."""
         return cls(
             step,
             [tap.path for tap in taps],
             _stats_to_numpy(stats),
             {tag: np.asarray(_to_numpy(value)) for tag, value in buckets.items()},
+            [point.tag for point in points],
+            _stats_to_numpy(list(stream)),
         )
 
     def profile(self) -> dict[str, list]:
@@ -228,6 +251,11 @@ class SignalHistograms(keras.callbacks.Callback):
       `weight_gradient_std/<layer>`, and `saturation/<layer>` (tanh/sigmoid-like
       layers) or `dead_fraction/<layer>` (ReLU layers).
 
+    For models with residual blocks (those `keras_inits.roles` finds), also the
+    residual stream at each block's output (tag `block_03`...): histograms
+    `residual_stream/<block>` and `residual_stream_gradients/<block>`, scalars
+    `residual_stream_std/<block>` and `residual_stream_gradient_std/<block>`.
+
     Events go to `log_dir/train`, where `keras.callbacks.TensorBoard(log_dir)`
     writes its own, so both can share a folder and show up as one run. Steps
     are the optimizer's, so it works with `steps_per_execution > 1` (a snapshot
@@ -248,6 +276,7 @@ class SignalHistograms(keras.callbacks.Callback):
         bins: histogram buckets.
         subdir: the run folder under `log_dir` ("train" as Keras's TensorBoard;
             "" writes into `log_dir` itself).
+        stream: log the residual stream too (models with residual blocks).
     """
 
     def __init__(
@@ -260,6 +289,7 @@ class SignalHistograms(keras.callbacks.Callback):
         loss: Any = None,
         bins: int = BINS,
         subdir: str = "train",
+        stream: bool = True,
     ):
         super().__init__()
         # Both are needed only to write, but a missing one is told now, not in `fit`.
@@ -275,6 +305,7 @@ class SignalHistograms(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.bins = bins
         self.subdir = subdir
+        self.stream = bool(stream)
         self.last_step: int | None = None
         self._writer = None
         self._probe: SignalProbe | None = None
@@ -296,13 +327,15 @@ class SignalHistograms(keras.callbacks.Callback):
     def probe(self) -> SignalProbe:
         """The probe of the current model (built, and `x` checked, on first use)."""
         if self._probe is None or self._probe_model is not self.model:
-            self._probe = SignalProbe(self.model, self.x, self.y, loss=self.loss)
+            self._probe = SignalProbe(
+                self.model, self.x, self.y, loss=self.loss, stream=self.stream
+            )
             if self._probe_model is not None:  # another model: its own step 0 and schedule
                 self.last_step = None
             self._probe_model = self.model
             self._compiled = None
             # Each histogram tag's plugin metadata, in the order of the probe's tensors.
-            self._metadata = histogram_metadata(self._probe.taps)
+            self._metadata = histogram_metadata(self._probe.taps, self._probe.stream)
         return self._probe
 
     @property
@@ -356,10 +389,10 @@ class SignalHistograms(keras.callbacks.Callback):
         """
         probe = self.probe()
         if keras.backend.backend() == "tensorflow":
-            stats, buckets = self._tf_snapshot()
+            stats, stream, buckets = self._tf_snapshot()
         else:
-            stats, buckets = self._eager_snapshot()
-        snapshot = Snapshot.from_tensors(step, probe.taps, stats, buckets)
+            stats, stream, buckets = self._eager_snapshot()
+        snapshot = Snapshot.from_tensors(step, probe.taps, stats, buckets, probe.stream, stream)
         write_snapshot(
             self.writer, snapshot, self._metadata,
             scalars=scalars, histograms=histograms,
@@ -381,9 +414,11 @@ class SignalHistograms(keras.callbacks.Callback):
             def compute():
                 signals = probe.compute()
                 stats = signals.statistics()
-                stacked = tf_histograms(signals.per_layer_tensors(), bins)
+                tensors = [*signals.per_layer_tensors(), *signals.stream_tensors()]
+                stacked = tf_histograms(tensors, bins)
                 buckets = {tag: stacked[i] for i, tag in enumerate(tags)}
-                return [{k: v for k, v in row.items() if v is not None} for row in stats], buckets
+                stats = [{k: v for k, v in row.items() if v is not None} for row in stats]
+                return stats, signals.stream_statistics(), buckets
 
             # Plain Python control flow only: no AutoGraph conversion (it doubles tracing).
             # The partial makes TF count this callback's traces apart from other
@@ -395,35 +430,44 @@ class SignalHistograms(keras.callbacks.Callback):
     def _eager_snapshot(self):
         probe = self.probe()
         signals = probe.compute()
-        values = signals.per_layer_tensors()  # in the order of the tags
+        # In the order of the tags.
+        values = [*signals.per_layer_tensors(), *signals.stream_tensors()]
         buckets = {
             tag: np_histogram(_to_numpy(value) if value is not None else [], self.bins)
             for tag, value in zip(self._metadata, values, strict=True)
         }
-        return signals.statistics(), buckets
+        return signals.statistics(), signals.stream_statistics(), buckets
 
 
-def histogram_metadata(taps: Sequence[Tap]) -> dict[str, bytes]:
+def histogram_metadata(
+    taps: Sequence[Tap], points: Sequence[StreamPoint] = ()
+) -> dict[str, bytes]:
     """The histogram plugin's serialized metadata of each histogram tag of `taps`, in the
-    order of `Signals.per_layer_tensors`."""
+    order of `Signals.per_layer_tensors`, then of the stream's `points`, in the order of
+    `Signals.stream_tensors`."""
     from tensorboard.plugins.histogram import metadata
 
+    tags = [
+        *(tag for tap in taps for tag in histogram_tags(tap.path)),
+        *(tag for point in points for tag in stream_tags(point.tag)),
+    ]
     return {
         tag: metadata.create_summary_metadata(display_name=tag, description="")
         .SerializeToString()
-        for tap in taps
-        for tag in histogram_tags(tap.path)
+        for tag in tags
     }
 
 
-def scalar_summaries(layers: Sequence[str], stats: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+def scalar_summaries(
+    layers: Sequence[str], stats: list[dict[str, Any]], names: dict[str, str] = SCALARS
+) -> list[tuple[str, Any]]:
     """(tag, value) of each scalar of `stats` (`Signals.statistics` rows, one per layer
-    path of `layers`), in `SCALARS` order layer by layer; statistics that are None
-    (undefined) have none."""
+    path of `layers`; or with `names=STREAM_SCALARS`, stream rows, one per block tag), in
+    `names` order layer by layer; statistics that are None (undefined) have none."""
     return [
         (f"{prefix}/{layer}", row[key])
         for layer, row in zip(layers, stats, strict=True)
-        for prefix, key in SCALARS.items()
+        for prefix, key in names.items()
         if row.get(key) is not None
     ]
 
@@ -454,7 +498,11 @@ def write_snapshot(
     summary = summary_pb2.Summary()
     if scalars:
         kind = scalar_metadata.create_summary_metadata(display_name="", description="")
-        for tag, value in scalar_summaries(snapshot.layers, snapshot.statistics):
+        values = [
+            *scalar_summaries(snapshot.layers, snapshot.statistics),
+            *scalar_summaries(snapshot.blocks, snapshot.stream, STREAM_SCALARS),
+        ]
+        for tag, value in values:
             summary.value.add(
                 tag=tag, metadata=kind, tensor=tensor_util.make_tensor_proto(np.float32(value))
             )

@@ -44,9 +44,9 @@ import numpy as np
 from keras_inits import tables
 from keras_inits._extras import HARNESS, require
 from keras_inits.base import check_choice
-from keras_inits.roles import RESIDUAL_OUTPUTS, roles
+from keras_inits.roles import RESIDUAL_OUTPUTS
 from keras_inits.signals import SignalProbe
-from keras_inits.stream import STREAM_GROWTH, measure_stream, stream_verdict
+from keras_inits.stream import STREAM_GROWTH, stream_verdict
 
 THRESHOLDS: dict[str, float] = {
     "depth_ratio": 10.0, "saturated": 0.5, "dead": 0.5, "stream_growth": STREAM_GROWTH,
@@ -173,10 +173,9 @@ def diagnose(
     Returns:
         A `Diagnosis`: `print` it, `.to_dict()`, `.plot(path)`.
     """
-    probe = SignalProbe(model, x, y, loss=loss)
+    probe = SignalProbe(model, x, y, loss=loss, stream=True)
     signals = probe.compute()
-    found = roles(model)
-    role = {kernel.path: kernel.role for kernel in found.kernels}
+    role = {kernel.path: kernel.role for kernel in probe.roles.kernels}
     rows = []
     for tap, (shape, _), stats in zip(
         probe.taps, probe.specs, signals.statistics(), strict=True
@@ -191,7 +190,15 @@ def diagnose(
         }
         row.update({key: _number(value) for key, value in stats.items()})
         rows.append(row)
-    stream = measure_stream(probe, found)
+    stream = [
+        {
+            "block": point.block,
+            "path": point.path,
+            "attention": point.attention,
+            **{key: _number(value) for key, value in stats.items()},
+        }
+        for point, stats in zip(signals.stream, signals.stream_statistics(), strict=True)
+    ]
     return Diagnosis(rows, find_verdicts(rows, THRESHOLDS, stream), _number(signals.loss),
                      y is None, stream)
 

@@ -25,6 +25,8 @@ import keras
 import numpy as np
 
 from keras_inits.autodiff import gradients
+from keras_inits.roles import Roles, roles
+from keras_inits.stream import StreamPoint, stream_order
 from keras_inits.taps import (
     Tap,
     as_declared,
@@ -97,6 +99,9 @@ class Signals:
     kernel_gradients: list[Any]
     kernel_values: list[Any] | None = None
     grouped: bool = False
+    stream: list[StreamPoint] = dataclasses.field(default_factory=list)
+    stream_outputs: list[Any] = dataclasses.field(default_factory=list)
+    stream_gradients: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def kernels(self) -> list[Any]:
@@ -116,6 +121,25 @@ class Signals:
                 strict=True,
             )
             for value in parts
+        ]
+
+    def stream_tensors(self) -> list[Any]:
+        """Block by block: the residual stream there, and dLoss/d(stream)."""
+        return [
+            value
+            for parts in zip(self.stream_outputs, self.stream_gradients, strict=True)
+            for value in parts
+        ]
+
+    def stream_statistics(self) -> list[dict[str, Any]]:
+        """Per residual block: output_std and gradient_std of the stream, as tensors."""
+        ops = keras.ops
+        return [
+            {
+                key: ops.std(ops.cast(values, "float32"), axis=_reduced(values, self.grouped))
+                for key, values in (("output_std", output), ("gradient_std", gradient))
+            }
+            for output, gradient in zip(self.stream_outputs, self.stream_gradients, strict=True)
         ]
 
     def statistics(self) -> list[dict[str, Any]]:
@@ -174,6 +198,12 @@ class SignalProbe:
             `(y_true, y_pred) -> loss`; default: the model's compiled loss.
             Only with `y`.
         seed: seed of the surrogate loss's fixed noise.
+        stream: also tap each residual block's output (the residual stream; see
+            `keras_inits.stream`), when `keras_inits.roles` finds blocks.
+
+    Attributes:
+        roles: the model's `Roles` (with `stream`), else None.
+        stream: the blocks tapped, in order (empty without `stream` or blocks).
     """
 
     def __init__(
@@ -184,10 +214,18 @@ class SignalProbe:
         *,
         loss: Any = None,
         seed: int = 0,
+        stream: bool = False,
     ):
         self.model = model
         x = as_declared(model, x)  # Keras warns on every call with another structure
         self.taps, self.specs, outputs = forward_order(model, x)
+        self.roles: Roles | None = roles(model) if stream else None
+        self.stream: list[StreamPoint] = []
+        self.stream_specs: list[tuple[tuple[int, ...], str]] = []
+        if self.roles is not None:
+            self.stream, self.stream_specs = stream_order(
+                model, x, self.roles, skip=[tap.layer for tap in self.taps]
+            )
         flat = keras.tree.flatten(outputs)
         self._single_output = len(flat) == 1
         if self._single_output and isinstance(y, (list, tuple)):
@@ -206,11 +244,12 @@ class SignalProbe:
 
     def compute(self) -> Signals:
         """One forward and backward pass on the probe batch; no weight changes."""
-        taps = self.taps
-        position = {id(tap): i for i, tap in enumerate(taps)}
+        taps, points = self.taps, self.stream
+        tapped = [*taps, *points]
+        position = {id(tap): i for i, tap in enumerate(tapped)}
 
         def forward(perturbations):
-            outputs: list[Any] = [None] * len(taps)
+            outputs: list[Any] = [None] * len(tapped)
 
             def hook(tap, call, args, kwargs):
                 result = call(*args, **kwargs)
@@ -220,15 +259,21 @@ class SignalProbe:
                 outputs[i] = main_output(result)
                 return replace_main_output(result, outputs[i] + perturbations[i])
 
-            with intercept(taps, hook):
+            with intercept(tapped, hook):
                 predictions = self.model(self.x, training=False)
             return self.loss_value(predictions), outputs
 
         kernels = [tap.kernel.variable for tap in taps]
-        loss, outputs, d_outputs, d_kernels = gradients(forward, self.specs, kernels)
+        loss, outputs, d_outputs, d_kernels = gradients(
+            forward, [*self.specs, *self.stream_specs], kernels
+        )
         # A frozen kernel gets no update: None on every backend (torch cannot differentiate it).
         d_kernels = [g if k.trainable else None for g, k in zip(d_kernels, kernels, strict=True)]
-        return Signals(taps, loss, outputs, d_outputs, d_kernels)
+        n = len(taps)
+        return Signals(
+            taps, loss, outputs[:n], d_outputs[:n], d_kernels,
+            stream=list(points), stream_outputs=outputs[n:], stream_gradients=d_outputs[n:],
+        )
 
     def loss_value(self, predictions: Any) -> Any:
         """The probe's loss of the model's `predictions` on the probe batch (the given

@@ -4,10 +4,11 @@ In a residual network every block adds its branch to the stream, so the stream's
 set by depth as much as by any one layer: with He-initialized branches and no
 normalization its variance multiplies at each block; in a pre-LN Transformer each branch
 adds variance, so the stream grows with the number of blocks unless the branch outputs
-are scaled by depth (GPT-2's scheme). `measure_stream` taps the operation that produces
-each block's output (`Roles.block_outputs`: a Transformer layer, an add, your block) in
-one forward and backward pass; `stream_verdict` says whether the stream grows, how, and
-which scheme keeps it level.
+are scaled by depth (GPT-2's scheme). `stream_order` finds the operation that produces each
+block's output (`Roles.block_outputs`: a Transformer layer, an add, your block), which
+`SignalProbe(..., stream=True)` taps beside the layers (its output and dLoss/d output, in
+the same forward and backward pass); `stream_verdict` says whether the stream grows, how,
+and which scheme keeps it level.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_inits.autodiff import gradients
 from keras_inits.roles import Roles
-from keras_inits.taps import intercept, main_output, replace_main_output
+from keras_inits.taps import call_model, intercept, main_output
 
 # Growth of the stream's std from the first block's output to the last's beyond which
 # diagnose says so.
@@ -35,26 +35,37 @@ _ADDS = (0.5, 1.5)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Point:
-    """A block's output operation, shaped like a `taps.Tap` for `intercept`."""
+class StreamPoint:
+    """A residual block's output operation (a Transformer layer, an add, your block), tapped
+    like a `taps.Tap`: `block` its index, `path` its name, `attention` whether the block
+    holds an attention layer."""
 
     layer: Any
     block: int
+    path: str
+    attention: bool
+
+    @property
+    def tag(self) -> str:
+        """Its TensorBoard tag: zero-padded, so that blocks sort in order."""
+        return f"block_{self.block:02d}"
 
 
-def measure_stream(probe: Any, found: Roles) -> list[dict[str, Any]]:
-    """Per residual block, in order: `block`, `path` (its output operation's name),
-    `attention` (whether the block holds an attention layer), `output_std` and
-    `gradient_std` (of dLoss/d output, under the probe's loss), on the probe's batch in
-    inference mode. Empty without blocks.
-
-    Args:
-        probe: a `keras_inits.signals.SignalProbe` (its model, batch and loss).
-        found: the model's `Roles`.
-    """
-    points = [_Point(operation, block) for block, operation in enumerate(found.block_outputs)]
+def stream_order(
+    model: keras.layers.Layer, x: Any, found: Roles, skip: Sequence[Any] = ()
+) -> tuple[list[StreamPoint], list[tuple[tuple[int, ...], str]]]:
+    """The blocks whose output operation `model` calls on `x`, in block order, and the
+    (shape, dtype) of each output. `skip`: layers tapped already (a block output that is
+    itself a layer with a kernel is measured there)."""
+    attention = {kernel.block for kernel in found.of("attention_output")}
+    points = [
+        StreamPoint(operation, block, getattr(operation, "path", None) or operation.name,
+                    block in attention)
+        for block, operation in enumerate(found.block_outputs)
+        if not any(operation is layer for layer in skip)
+    ]
     if not points:
-        return []
+        return [], []
     first: dict[int, Any] = {}
 
     def record(point, call, args, kwargs):
@@ -63,45 +74,13 @@ def measure_stream(probe: Any, found: Roles) -> list[dict[str, Any]]:
         return outputs
 
     with intercept(points, record):
-        probe.model(probe.x, training=False)
+        call_model(model, x)
     called = [point for point in points if point.block in first]
     specs = [
         (tuple(first[p.block].shape), keras.backend.standardize_dtype(first[p.block].dtype))
         for p in called
     ]
-    position = {point.block: index for index, point in enumerate(called)}
-
-    def forward(perturbations):
-        outputs: list[Any] = [None] * len(called)
-
-        def hook(point, call, args, kwargs):
-            result = call(*args, **kwargs)
-            index = position.get(point.block)
-            if index is None or outputs[index] is not None:
-                return result
-            outputs[index] = main_output(result)
-            return replace_main_output(result, outputs[index] + perturbations[index])
-
-        with intercept(called, hook):
-            predictions = probe.model(probe.x, training=False)
-        return probe.loss_value(predictions), outputs
-
-    _, outputs, d_outputs, _ = gradients(forward, specs, [])
-    attention = {kernel.block for kernel in found.of("attention_output")}
-    return [
-        {
-            "block": point.block,
-            "path": getattr(point.layer, "path", None) or point.layer.name,
-            "attention": point.block in attention,
-            "output_std": _std(output),
-            "gradient_std": _std(d_output),
-        }
-        for point, output, d_output in zip(called, outputs, d_outputs, strict=True)
-    ]
-
-
-def _std(values: Any) -> float:
-    return float(np.std(keras.ops.convert_to_numpy(keras.ops.cast(values, "float32"))))
+    return called, specs
 
 
 def stream_verdict(

@@ -92,3 +92,40 @@ def test_gpt2s_scheme_levels_the_stream_of_keras_hubs_gpt2():
     # Depth checks run on the stream: the sublayers' own scales (a query's, a scaled
     # branch output's) are not read as vanishing activations.
     assert diagnosis.verdicts == [], [str(v) for v in diagnosis.verdicts]
+
+
+def test_signal_histograms_log_the_stream_at_each_block(tmp_path, batch):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    model = resnet(blocks=3)
+    keras_inits.reinitialize(model, "he_normal", seed=0)
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+    expected = [
+        float(np.std(keras.ops.convert_to_numpy(keras.Model(model.input, add.output)(batch))))
+        for add in adds
+    ]
+    model.compile("sgd", "mse")
+    callback = keras_inits.SignalHistograms(batch, log_dir=str(tmp_path), every_n_steps=10)
+    model.fit(batch, np.zeros((16, 10), "float32"), batch_size=16, epochs=1, verbose=0,
+              callbacks=[callback])
+    events = event_accumulator.EventAccumulator(
+        str(tmp_path / "train"), size_guidance={event_accumulator.TENSORS: 0}
+    ).Reload()
+    tags = set(events.Tags()["tensors"])
+    blocks = [f"block_{index:02d}" for index in range(3)]
+    for block, std, add in zip(blocks, expected, adds, strict=True):
+        assert {f"residual_stream/{block}", f"residual_stream_gradients/{block}",
+                f"residual_stream_std/{block}", f"residual_stream_gradient_std/{block}"} <= tags
+        (step0,) = [e for e in events.Tensors(f"residual_stream_std/{block}") if e.step == 0]
+        assert float(tensor_util.make_ndarray(step0.tensor_proto)) == pytest.approx(std, rel=1e-4)
+        histogram = tensor_util.make_ndarray(
+            events.Tensors(f"residual_stream/{block}")[0].tensor_proto
+        )
+        elements = batch.shape[0] * math.prod(add.output.shape[1:])
+        assert histogram[:, 2].sum() == elements  # every element counted
+    # Off by flag: the layers' tags only.
+    quiet = keras_inits.SignalHistograms(batch, log_dir=str(tmp_path / "off"), stream=False)
+    quiet.set_model(model)
+    assert not quiet.snapshot(0).blocks
