@@ -26,12 +26,23 @@ from typing import Any
 from experiments.data import datasets as data
 from experiments.errors import ExperimentError
 from experiments.papers.presets import LESSON_INITIALIZERS, PRESETS
-from experiments.specs import check_model, is_own_model, lsuv_settings
+from experiments.specs import (
+    RESIDUAL_MODELS,
+    check_model,
+    is_own_model,
+    lsuv_settings,
+    scheme_settings,
+)
 
 # Settings that only shape the built-in architectures.
-ARCHITECTURE = ("depth", "width", "activation")
+ARCHITECTURE = ("depth", "width", "activation", "normalization")
 # Settings that take a list of values, swept as a grid; in the order of `Cell`'s fields.
-SWEPT = ("model", "depth", "width", "activation", "optimizer", "learning_rate", "batch_size")
+SWEPT = (
+    "model", "depth", "width", "activation", "normalization", "optimizer", "learning_rate",
+    "batch_size",
+)
+# --normalization of the residual models: none, BatchNormalization or LayerNormalization.
+NORMALIZATIONS = ("none", "batch", "layer")
 DEFAULT_FALLBACK = "xavier_normal"
 VERBOSITY = (0, 1, 2)
 # keras.utils.set_random_seed takes seeds below 2**32; the plugin's seeds are int32.
@@ -57,6 +68,8 @@ class ExperimentConfig:
     depth: tuple[int | None, ...] = (5,)
     width: tuple[int | None, ...] = (256,)
     activation: tuple[str | None, ...] = ("tanh",)
+    # Of the residual models' blocks (resmlp, resnet); the mlp and cnn have none.
+    normalization: tuple[str | None, ...] = ("none",)
     fallback_initializer: str = DEFAULT_FALLBACK
     dataset: str = "shapeset"
     # Enough examples that the best arms' test loss still falls at the last epoch (with
@@ -100,7 +113,11 @@ class ExperimentConfig:
         for values in itertools.product(*(getattr(self, name) for name in SWEPT)):
             cell = Cell(*values)
             if is_own_model(cell.model):
-                cell = dataclasses.replace(cell, depth=None, width=None, activation=None)
+                cell = dataclasses.replace(
+                    cell, depth=None, width=None, activation=None, normalization=None
+                )
+            elif cell.model not in RESIDUAL_MODELS:
+                cell = dataclasses.replace(cell, normalization=None)
             if cell not in cells:
                 cells.append(cell)
         return cells
@@ -121,6 +138,7 @@ class Cell:
     depth: int | None
     width: int | None
     activation: str | None
+    normalization: str | None
     optimizer: str
     learning_rate: float
     batch_size: int
@@ -202,8 +220,11 @@ def _as_tuples(config: ExperimentConfig) -> ExperimentConfig:
 
 
 def without_architecture(config: ExperimentConfig) -> ExperimentConfig:
-    """`config` with the built-in models' depth, width and activation cleared."""
-    return dataclasses.replace(config, depth=(None,), width=(None,), activation=(None,))
+    """`config` with the built-in models' depth, width, activation and normalization
+    cleared."""
+    return dataclasses.replace(
+        config, depth=(None,), width=(None,), activation=(None,), normalization=(None,)
+    )
 
 
 def experiment_name(config: ExperimentConfig, preset_config: ExperimentConfig) -> str:
@@ -243,7 +264,7 @@ def validate(config: ExperimentConfig) -> None:
         raise ExperimentError(f"--initializers lists a spec twice: {config.initializers}.")
     for spec in config.initializers:
         try:
-            if lsuv_settings(spec) is None:
+            if lsuv_settings(spec) is None and scheme_settings(spec) is None:
                 keras_inits.get(spec)
         except (TypeError, ValueError) as error:
             raise ExperimentError(str(error)) from None
@@ -261,10 +282,12 @@ def validate(config: ExperimentConfig) -> None:
     for model in config.model:
         check_model(model)
     own = all(is_own_model(model) for model in config.model)
-    if own and (config.depth, config.width, config.activation) != ((None,),) * 3:
+    architecture = (config.depth, config.width, config.activation, config.normalization)
+    if own and architecture != ((None,),) * 4:
         raise ExperimentError(
-            f"depth, width and activation do not apply to --model={','.join(config.model)} "
-            "(your own model brings its own layers); resolve the config with config.resolve."
+            "depth, width, activation and normalization do not apply to "
+            f"--model={','.join(config.model)} (your own model brings its own layers); "
+            "resolve the config with config.resolve."
         )
     for name, least in (
         ("train_size", 1), ("test_size", 1), ("epochs", 1), ("probe_size", 1),
@@ -302,6 +325,12 @@ def validate(config: ExperimentConfig) -> None:
             keras.activations.get(name)
         except (TypeError, ValueError):
             raise ExperimentError(f"Unknown Keras activation {name!r}.") from None
+    for normalization in () if own else config.normalization:
+        if normalization not in NORMALIZATIONS:
+            raise ExperimentError(
+                f"--normalization must be among {', '.join(NORMALIZATIONS)}, got "
+                f"{normalization!r}."
+            )
     for optimizer in config.optimizer:
         try:
             keras.optimizers.get(optimizer)

@@ -23,26 +23,44 @@ flags.DEFINE_string(
     "initializers",
     None,
     "Comma-separated initializer specs as keras_inits.get takes them, e.g. "
-    '"xavier_normal,random_uniform(minval=-0.1, maxval=0.1)".' + FROM_PRESET,
+    '"xavier_normal,random_uniform(minval=-0.1, maxval=0.1)", lsuv, or a scheme of '
+    'keras_inits.schemes as "scheme:fixup" or "scheme:gpt2(sigma=0.02)".' + FROM_PRESET,
 )
 SWEEP = " A comma-separated list sweeps it (the grid of every listed setting)."
 
 flags.DEFINE_list(
     "model",
     None,
-    "Architecture(s): mlp, cnn, or your own: package.module:function (a function "
+    "Architecture(s): mlp, cnn, resmlp, resnet (residual blocks), or your own: "
+    "package.module:function (a function "
     "(input_shape, num_classes) -> keras.Model ending in a softmax) or path/to/model.keras "
     "(a saved model's architecture). Every arm re-draws your model's kernels with "
-    "keras_inits.reinitialize; --depth, --width and --activation do not apply to it."
+    "keras_inits.reinitialize; --depth, --width, --activation and --normalization do not "
+    "apply to it."
     + SWEEP
     + FROM_PRESET,
 )
-flags.DEFINE_list("depth", None, "Number of hidden layers (mlp, cnn)." + SWEEP + FROM_PRESET)
 flags.DEFINE_list(
-    "width", None, "Units (mlp) or filters (cnn) per layer." + SWEEP + FROM_PRESET
+    "depth",
+    None,
+    "Number of hidden layers (mlp, cnn) or of residual blocks (resmlp, resnet)."
+    + SWEEP
+    + FROM_PRESET,
 )
 flags.DEFINE_list(
-    "activation", None, "Keras activation name of mlp and cnn." + SWEEP + FROM_PRESET
+    "width",
+    None,
+    "Units (mlp, resmlp) or filters (cnn, resnet) per layer." + SWEEP + FROM_PRESET,
+)
+flags.DEFINE_list(
+    "activation", None, "Keras activation name of the built-in models." + SWEEP + FROM_PRESET
+)
+flags.DEFINE_list(
+    "normalization",
+    None,
+    "Normalization in the residual models' blocks (resmlp, resnet): none, batch or layer."
+    + SWEEP
+    + FROM_PRESET,
 )
 flags.DEFINE_string(
     "fallback_initializer",
@@ -76,21 +94,22 @@ LIST_TYPES = {
     "depth": int,
     "width": int,
     "activation": str,
+    "normalization": str,
     "optimizer": str,
     "learning_rate": float,
     "batch_size": int,
     "seeds": int,
 }
 # Shared flags that set the model (for diagnose's --saved_model, which brings its own).
-ARCHITECTURE = ("model", "depth", "width", "activation")
+ARCHITECTURE = ("model", "depth", "width", "activation", "normalization")
 
 
 def settings_from_flags(values: flags.FlagValues, names: Iterable[str]) -> dict:
     """The explicit settings given on the command line, as `config.resolve` takes them:
-    the flags in `names`, plus the initializers, activations and seeds; list flags
+    the flags in `names`, plus the initializers, activations, normalizations and seeds; list flags
     (`LIST_TYPES`) as tuples of their type."""
     settings = {}
-    for name in (*names, "activation", "seeds"):
+    for name in (*names, "activation", "normalization", "seeds"):
         value = values[name].value
         if value is None:
             continue

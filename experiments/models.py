@@ -1,8 +1,9 @@
-"""The compared architectures: the built-in MLP and CNN, or your own model.
+"""The compared architectures: the built-in MLP, CNN and residual networks, or your own model.
 
-Built-in models (`build`): layers with weights are `hidden_1` ... `hidden_N` and
-`output` (softmax). Biases start at zero. Every kernel initializer is a copy of
-the one spec reseeded with `layer_seed(seed, index)`, so no two layers share a
+Built-in models (`build`): the MLP's and CNN's layers with weights are `hidden_1` ...
+`hidden_N` and `output` (softmax); the residual networks' are `stem`, `block<i>_1` and
+`block<i>_2` in each block, and `output`. Biases start at zero. Every kernel initializer
+is a copy of the one spec reseeded with `layer_seed(seed, index)`, so no two layers share a
 kernel (even when the spec names a seed) and the same (spec, seed) always builds
 the same model.
 
@@ -24,7 +25,14 @@ import numpy as np
 import keras_inits
 from experiments.engine import strategies
 from experiments.errors import ExperimentError
-from experiments.specs import check_model, is_builtin, lsuv_settings, model_factory, reason
+from experiments.specs import (
+    check_model,
+    is_builtin,
+    lsuv_settings,
+    model_factory,
+    reason,
+    scheme_settings,
+)
 
 if TYPE_CHECKING:  # config imports this module lazily; no cycle at run time either way
     from experiments.config import Cell, ExperimentConfig
@@ -60,15 +68,20 @@ def build(
     activation: str,
     initializer: str,
     seed: int,
+    normalization: str | None = None,
 ) -> keras.Model:
-    """A functional model whose layers with weights are `hidden_1..N` and `output`.
+    """A functional model ending in a softmax layer `output`.
 
     Args:
-        kind: "mlp" (Flatten, then `depth` Dense layers of `width` units) or "cnn"
-            (`depth` 3x3 Conv2D layers of `width` filters, stride 2 while the
-            feature map is larger than 8x8, then global average pooling).
+        kind: "mlp" (Flatten, then `depth` Dense layers `hidden_i` of `width`
+            units), "cnn" (`depth` 3x3 Conv2D layers `hidden_i` of `width`
+            filters, stride 2 while the feature map is larger than 8x8, then global
+            average pooling), or a residual network of `depth` blocks after a stem
+            (see `_residual`): "resmlp" (Dense) or "resnet" (3x3 Conv2D, the stem
+            striding while the map is larger than 8x8, then pooling).
         initializer: a spec `keras_inits.get` accepts, used for every kernel.
         seed: the run's seed; layer i's initializer gets `layer_seed(seed, i)`.
+        normalization: of the residual blocks: "none" (or None), "batch" or "layer".
     """
     base = keras_inits.get(initializer)
 
@@ -107,16 +120,75 @@ def build(
                 name=hidden_name(index),
             )(x)
         x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    elif kind in ("resmlp", "resnet"):
+        x = _residual(kind, x, depth, width, activation, normalization, kernel)
     else:
-        raise ValueError(f"Unknown model kind {kind!r}; choose mlp or cnn.")
+        raise ValueError(f"Unknown model kind {kind!r}; choose mlp, cnn, resmlp or resnet.")
     outputs = keras.layers.Dense(
         num_classes,
         "softmax",
-        kernel_initializer=kernel(depth + 1),
+        # After the hidden layers' kernels (1..depth) or the blocks' (1..2 depth + 1).
+        kernel_initializer=kernel(2 * depth + 2 if kind in ("resmlp", "resnet") else depth + 1),
         bias_initializer="zeros",
         name=OUTPUT,
     )(x)
-    return keras.Model(inputs, outputs, name=f"{kind}_{depth}x{width}_{activation}")
+    name = f"{kind}_{depth}x{width}_{activation}"
+    if normalization not in (None, "none"):
+        name += f"_{normalization}norm"
+    return keras.Model(inputs, outputs, name=name)
+
+
+def _residual(kind, x, depth, width, activation, normalization, kernel):
+    """A stem, then `depth` residual blocks `x <- x + W2 act(norm(W1 x))` (Dense layers for
+    resmlp, 3x3 Conv2D for resnet) named `block<i>_1` and `block<i>_2`, `width` units or
+    filters throughout, so that every shortcut is the identity and nothing but the blocks
+    touches the stream (a Transformer's feed-forward block without its LayerNorm on the
+    stream).
+
+    Without normalization, He-initialized branches keep their input's variance, so the
+    stream's variance doubles at every block: the network Fixup (Zhang et al. 2019) trains
+    by zeroing W2. With `normalization` after W1, each branch adds about the same variance
+    whatever the stream's, so the stream grows additively and later blocks count for less
+    (De & Smith 2020)."""
+    if kind == "resnet":
+        if len(x.shape) != 4:
+            raise ValueError(f"The resnet model needs (height, width, channels) inputs, got "
+                             f"{tuple(x.shape[1:])}.")
+        stride = 2 if min(x.shape[1:3]) > 8 else 1
+
+        def linear(name, index, act=None, strides=1):
+            return keras.layers.Conv2D(
+                width, 3, strides=strides, padding="same", activation=act,
+                kernel_initializer=kernel(index), bias_initializer="zeros", name=name,
+            )
+
+        x = linear("stem", 1, activation, stride)(x)
+    else:
+        x = keras.layers.Flatten(name="flatten")(x)
+
+        def linear(name, index, act=None):
+            return keras.layers.Dense(
+                width, activation=act, kernel_initializer=kernel(index),
+                bias_initializer="zeros", name=name,
+            )
+
+        x = linear("stem", 1, activation)(x)
+    for block in range(1, depth + 1):
+        index = 2 * block  # kernels 2, 3 in block 1; 4, 5 in block 2...
+        if normalization in (None, "none"):
+            h = linear(f"block{block}_1", index, activation)(x)
+        else:
+            h = linear(f"block{block}_1", index)(x)
+            norm = keras.layers.BatchNormalization if normalization == "batch" else (
+                keras.layers.LayerNormalization
+            )
+            h = norm(name=f"block{block}_norm")(h)
+            h = keras.layers.Activation(activation, name=f"block{block}_activation")(h)
+        h = linear(f"block{block}_2", index + 1)(h)
+        x = keras.layers.Add(name=f"block{block}_add")([x, h])
+    if kind == "resnet":
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return x
 
 
 # ---- Your own model, and initializers that refuse some kernels ---------------------------
@@ -251,8 +323,13 @@ def initialize(
     initializer: str,
     fallback: str,
     seed: int,
+    normalization: str | None = None,
 ) -> Initialized:
     """The model of one run, every kernel drawn from `initializer` and the run's `seed`.
+
+    - a scheme (`scheme:NAME(...)`, see `specs.scheme_settings`): the model built or
+      loaded with `fallback`, then `keras_inits.reinitialize(model, scheme=NAME,
+      seed=seed, **params)`; the kernels the scheme does not specify keep `fallback`'s.
 
     - `mlp`/`cnn` with an initializer that takes every kernel: `build`, as
       always (each layer's initializer reseeded with `layer_seed`).
@@ -269,6 +346,17 @@ def initialize(
             fallback), or `fallback` refuses a kernel too.
         ExperimentError: your own model cannot be built or does not fit the data.
     """
+    scheme = scheme_settings(initializer)
+    if scheme is not None:
+        model = initialize(
+            kind, input_shape=input_shape, num_classes=num_classes, x_sample=x_sample,
+            depth=depth, width=width, activation=activation, initializer=fallback,
+            fallback=fallback, seed=seed, normalization=normalization,
+        ).model
+        name, params = scheme
+        return Initialized(
+            model, (), keras_inits.reinitialize(model, scheme=name, seed=seed, **params)
+        )
     if is_builtin(kind):
         settings = dict(
             input_shape=input_shape,
@@ -277,8 +365,9 @@ def initialize(
             width=width,
             activation=activation,
             seed=seed,
+            normalization=normalization,
         )
-        if kind == "cnn" and len(input_shape) != 3:
+        if kind in ("cnn", "resnet") and len(input_shape) != 3:
             build(kind, initializer=initializer, **settings)  # raises: not images
         try:
             return Initialized(build(kind, initializer=initializer, **settings), (), None)
@@ -345,6 +434,7 @@ def _initialize_run(
             depth=cell.depth,
             width=cell.width,
             activation=cell.activation,
+            normalization=cell.normalization,
             # LSUV starts from its own orthonormal draw of every kernel.
             initializer="orthogonal" if lsuv is not None else initializer,
             fallback=config.fallback_initializer,

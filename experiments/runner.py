@@ -267,7 +267,7 @@ def _check_initializers_fit(
 def _architecture(cell: config_lib.Cell) -> tuple:
     """What a cell's model depends on: cells that differ only in training settings build
     the same model."""
-    return (cell.model, cell.depth, cell.width, cell.activation)
+    return (cell.model, cell.depth, cell.width, cell.activation, cell.normalization)
 
 
 class LiveLine(keras.callbacks.Callback):

@@ -22,14 +22,17 @@ from typing import Any
 
 from experiments.errors import ExperimentError
 
-MODELS = ("mlp", "cnn")  # the built-in architectures; --model also takes your own
+MODELS = ("mlp", "cnn", "resmlp", "resnet")  # built-in; --model also takes your own
+# The built-in residual networks, which take --normalization.
+RESIDUAL_MODELS = ("resmlp", "resnet")
 LSUV = "lsuv"  # the data-dependent spec (see `lsuv_settings`)
+SCHEME = "scheme:"  # an arm that applies a keras_inits scheme (see `scheme_settings`)
 # Model functions passed from Python (`experiments.run(model=fn)`) that no import reaches.
 _REGISTERED_MODELS: dict[str, Callable[..., Any]] = {}
 
 
 def is_builtin(spec: str) -> bool:
-    """Whether `spec` names one of the harness's own architectures (mlp, cnn)."""
+    """Whether `spec` names one of the harness's own architectures (`MODELS`)."""
     return spec in MODELS
 
 
@@ -50,6 +53,8 @@ def lsuv_settings(spec: str) -> dict[str, Any] | None:
     Raises:
         ExperimentError: an argument LSUV does not take.
     """
+    if spec.startswith(SCHEME):
+        return None
     import keras_inits  # Deferred: it imports Keras, which flag parsing does not need.
 
     name, kwargs = keras_inits.parse_spec(spec)
@@ -61,6 +66,38 @@ def lsuv_settings(spec: str) -> dict[str, Any] | None:
             f"Initializer spec {spec!r}: lsuv takes tol and max_iters, not {', '.join(unknown)}."
         )
     return kwargs
+
+
+def scheme_settings(spec: str) -> tuple[str, dict[str, Any]] | None:
+    """For `scheme:NAME` or `scheme:NAME(param=value, ...)`: the scheme's name and
+    parameters, as `keras_inits.reinitialize(model, scheme=NAME, **params)` takes them;
+    None for any other spec. The run's model is built (with the fallback initializer for
+    the kernels the scheme keeps), then re-initialized by the scheme with the run's seed.
+
+    Raises:
+        ExperimentError: an unknown scheme, or a parameter it does not take.
+    """
+    if not spec.startswith(SCHEME):
+        return None
+    import keras_inits  # Deferred: it imports Keras, which flag parsing does not need.
+
+    try:
+        name, kwargs = keras_inits.parse_spec(spec[len(SCHEME) :])
+    except (TypeError, ValueError) as error:
+        raise ExperimentError(f"{spec}: {error}") from None
+    function = keras_inits.schemes.SCHEMES.get(name)
+    if function is None:
+        raise ExperimentError(
+            f"{spec}: unknown scheme {name!r}; one of {', '.join(keras_inits.schemes.SCHEMES)}."
+        )
+    accepted = list(inspect.signature(function).parameters)[1:]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ExperimentError(
+            f"{spec}: scheme {name} takes no parameter {', '.join(unknown)}; it takes "
+            f"{', '.join(accepted) or 'none'}."
+        )
+    return name, kwargs
 
 
 def check_model(spec: str) -> None:

@@ -187,7 +187,7 @@ class Snapshot:
     layers: list[str]
     statistics: list[dict[str, float | None]]
     histograms: dict[str, np.ndarray]
-    # The residual stream: each block's tag ("block_03") and its statistics.
+    # The residual stream: each block's tag ("block_003") and its statistics.
     blocks: list[str] = dataclasses.field(default_factory=list)
     stream: list[dict[str, float | None]] = dataclasses.field(default_factory=list)
 
@@ -252,7 +252,7 @@ class SignalHistograms(keras.callbacks.Callback):
       layers) or `dead_fraction/<layer>` (ReLU layers).
 
     For models with residual blocks (those `keras_inits.roles` finds), also the
-    residual stream at each block's output (tag `block_03`...): histograms
+    residual stream at each block's output (tag `block_003`...): histograms
     `residual_stream/<block>` and `residual_stream_gradients/<block>`, scalars
     `residual_stream_std/<block>` and `residual_stream_gradient_std/<block>`.
 

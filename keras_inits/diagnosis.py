@@ -91,7 +91,7 @@ class Diagnosis:
             output_size (per example), gradient_std (of dLoss/d output),
             weight_gradient_std, weight_std,
             saturated_fraction (None for unbounded activations), dead_fraction
-            (None unless ReLU-like), role (see `keras_inits.roles`).
+            (None unless ReLU-like), role and block (see `keras_inits.roles`).
         verdicts: what is wrong and where; empty when every check passes.
         loss: the loss on the batch (the surrogate's value when `surrogate`).
         surrogate: whether the loss is the surrogate (no `y` given).
@@ -175,7 +175,7 @@ def diagnose(
     """
     probe = SignalProbe(model, x, y, loss=loss, stream=True)
     signals = probe.compute()
-    role = {kernel.path: kernel.role for kernel in probe.roles.kernels}
+    found = {kernel.path: kernel for kernel in probe.roles.kernels}
     rows = []
     for tap, (shape, _), stats in zip(
         probe.taps, probe.specs, signals.statistics(), strict=True
@@ -186,7 +186,8 @@ def diagnose(
             "layout": tap.kernel.plan.layout,
             "activation": tap.activation,
             "output_size": math.prod(shape[1:]),
-            "role": role.get(tap.kernel.path),
+            "role": found[tap.kernel.path].role if tap.kernel.path in found else None,
+            "block": found[tap.kernel.path].block if tap.kernel.path in found else None,
         }
         row.update({key: _number(value) for key, value in stats.items()})
         rows.append(row)
@@ -259,17 +260,18 @@ def find_verdicts(
                     "this layer (zero kernel, or dead units upstream).",
                 )
             )
+    signal = [
+        row for row in rows
+        if row["activation"] != "softmax" and row.get("layout") != "embedding"
+        and not any(row is silent for silent in by_design)
+    ]
     if len(stream) >= _MIN_DEPTH:
         # Through residual blocks the signal is the stream, not each sublayer's output (an
-        # attention query's scale says nothing about depth).
+        # attention query's scale says nothing about depth); the layers outside every
+        # block (a deep stem or head) are checked as a chain of their own.
         verdicts += _stream_verdicts(stream, thresholds)
-    else:
-        signal = [
-            row for row in rows
-            if row["activation"] != "softmax" and row.get("layout") != "embedding"
-            and not any(row is silent for silent in by_design)
-        ]
-        verdicts += _depth_verdicts(signal, thresholds["depth_ratio"], "layers")
+        signal = [row for row in signal if row.get("block") is None]
+    verdicts += _depth_verdicts(signal, thresholds["depth_ratio"], "layers")
     verdicts += _fraction_verdicts(
         rows,
         "saturated_fraction",

@@ -59,13 +59,14 @@ class KernelRole:
 @dataclasses.dataclass(frozen=True)
 class Roles:
     """Every kernel's role, in the order of `model.weights`, the number of residual
-    blocks (`blocks`: Transformer layers, or residual adds), and whether the blocks are
+    blocks (`blocks`: Transformer layers, or residual adds), and whether the model holds
     decoder layers (`decoder`: a layer whose class name ends in "Decoder", as keras-hub's
-    `TransformerDecoder`)."""
+    `TransformerDecoder`) and encoder layers (`encoder`: "Encoder")."""
 
     kernels: list[KernelRole]
     blocks: int
     decoder: bool = False
+    encoder: bool = False
     # Each block's output operation (a Transformer layer, an add, your block), by block:
     # what `diagnose` taps to measure the residual stream.
     block_outputs: tuple[Any, ...] = dataclasses.field(default=(), repr=False, compare=False)
@@ -94,6 +95,7 @@ class Roles:
         return {
             "blocks": self.blocks,
             "decoder": self.decoder,
+            "encoder": self.encoder,
             "kernels": [dataclasses.asdict(kernel) for kernel in self.kernels],
         }
 
@@ -150,6 +152,7 @@ def roles(model: keras.layers.Layer, mapping: Mapping[str, str] | None = None) -
         ],
         blocks,
         decoder=any(type(layer).__name__.endswith("Decoder") for layer in walk(model)),
+        encoder=any(type(layer).__name__.endswith("Encoder") for layer in walk(model)),
         block_outputs=tuple(outputs[old] for old in sorted(number, key=number.get)),
     )
 

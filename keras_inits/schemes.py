@@ -118,10 +118,12 @@ def count_layers(found: Roles) -> int:
 
 
 def stream_width(found: Roles) -> int:
-    """The residual stream's width: what a residual output writes (its fan_out), else the
-    embeddings' width."""
-    for kernel in found.of(*RESIDUAL_OUTPUTS, "embedding"):
-        return kernel.fan_out
+    """The residual stream's width: what a residual output writes (its kernel's last axis:
+    units or channels), else the widest embedding's."""
+    for kernel in found.of(*RESIDUAL_OUTPUTS):
+        return kernel.shape[-1]
+    for kernel in sorted(found.of("embedding"), key=lambda k: -k.shape[-1]):
+        return kernel.shape[-1]
     raise ValueError(
         "Cannot tell the residual stream's width: the model has no residual output and no "
         "embedding. Give width=..."
@@ -174,10 +176,13 @@ def fixup(found: Roles, *, mode: str = "fan_out", branches: int | None = None) -
     kernels on its linear path He-initialized times L^(-1/(2m-2)), with L residual branches
     and m kernels per branch; every other kernel He-initialized.
 
-    A ResNet basic block (m = 2) gets L^(-1/2), a bottleneck (m = 3) L^(-1/4). In a
-    Transformer, each attention branch's value projection and each feed-forward input
-    count as the inner kernel of a 2-kernel branch. Fixup's scalar biases and multiplier
-    belong to the block, not to the weights: add them to your blocks.
+    A ResNet basic block (m = 2) gets L^(-1/2), a bottleneck (m = 3) L^(-1/4). Only the
+    last kernel of a deeper head is zeroed (the others would get no gradient). Fixup's
+    scalar biases and multiplier belong to the block, not to the weights: add them to your
+    blocks. On a Transformer this is the same rule with each attention branch's value
+    projection and each feed-forward input as the inner kernel of a 2-kernel branch (query
+    and key He); the authors' own fairseq port differs (Xavier query, key and value scaled
+    by L^(-1/6)).
 
     Args:
         mode: the He fan, "fan_out" as the reference code (`fixup_resnet_cifar.py`:
@@ -195,9 +200,10 @@ def fixup(found: Roles, *, mode: str = "fan_out", branches: int | None = None) -
     inner_per_block: dict[int, int] = {}
     for kernel in found.of("branch_inner"):
         inner_per_block[kernel.block] = inner_per_block.get(kernel.block, 0) + 1
+    heads = found.of("head")
     kernels = {}
     for kernel in found.kernels:
-        if kernel.role in (*RESIDUAL_OUTPUTS, "head"):
+        if kernel.role in RESIDUAL_OUTPUTS or (heads and kernel is heads[-1]):
             kernels[kernel.path] = _zeros("zero")
         elif kernel.role in ("value", "ffn_in", "branch_inner"):
             m = 1 + inner_per_block.get(kernel.block, 1) if kernel.role == "branch_inner" else 2
@@ -225,13 +231,18 @@ def zero_branch(found: Roles) -> SchemePlan:
 
 
 def t_fixup(found: Roles, *, stack: str | None = None, layers: int | None = None) -> SchemePlan:
-    """T-Fixup: Xavier everywhere, embeddings N(0, d^-1/2); then the value, output and
-    feed-forward kernels scaled by 0.67 N^(-1/4) in an encoder or (9 N)^(-1/4) in a
-    decoder, and the embeddings by (9 N)^(-1/4), N layers. Trains without LayerNorm and
-    without learning-rate warm-up.
+    """T-Fixup: Xavier everywhere, the token embeddings N(0, d^-1/2) times sqrt(d) times
+    (9 N)^(-1/4); the value, output and feed-forward kernels scaled by 0.67 N^(-1/4) in an
+    encoder or (9 N)^(-1/4) in a decoder, N layers. Trains without LayerNorm and without
+    learning-rate warm-up.
 
-    Query and key keep Xavier uniform with gain 2^(-1/2), and the head N(0, d^-1/2), as the
-    reference's fairseq layers draw them.
+    As the reference's fairseq layers: query and key Xavier uniform with gain 2^(-1/2), the
+    head N(0, d^-1/2), other embeddings (learned positions, segments) N(0, d^-1/2). fairseq
+    multiplies token embeddings by sqrt(d) in the forward pass and Keras models do not, so
+    the token table is drawn with that factor in: its rows enter the first block at the
+    reference's scale, (9 N)^(-1/4). The token table is the embedding with the most rows.
+    An encoder-decoder model takes the scheme one stack at a time (`include=` that stack's
+    layers, with `stack=` and `layers=`).
 
     Args:
         stack: "encoder" or "decoder"; None reads it from the model (a layer whose class
@@ -243,17 +254,21 @@ def t_fixup(found: Roles, *, stack: str | None = None, layers: int | None = None
         Initialization", ICML, Algorithm 2; github.com/layer6ai-labs/T-Fixup.
     """
     found.require(("attention_output",), "t_fixup")
+    if stack is None and found.encoder and found.decoder:
+        raise ValueError(_ONE_STACK.format(scheme="t_fixup", own="stack= and layers="))
     stack = stack or ("decoder" if found.decoder else "encoder")
     check_choice("stack", stack, ("encoder", "decoder"))
     n = _depth(layers, count_layers(found), "layers")
     scale = 0.67 * n ** -0.25 if stack == "encoder" else (9 * n) ** -0.25
-    embedding_scale = (9 * n) ** -0.25
     scale_text = "0.67 N^(-1/4)" if stack == "encoder" else "(9N)^(-1/4)"
+    tables = found.of("embedding")
+    tokens = max(tables, key=lambda kernel: kernel.shape[0]) if tables else None
     kernels = {}
     for kernel in found.kernels:
-        if kernel.role == "embedding":
-            std = kernel.fan_out**-0.5 * embedding_scale
-            kernels[kernel.path] = _normal(std, "d^(-1/2) * (9N)^(-1/4)")
+        if kernel is tokens:
+            kernels[kernel.path] = _normal((9 * n) ** -0.25, "d^(-1/2) sqrt(d) (9N)^(-1/4)")
+        elif kernel.role == "embedding":
+            kernels[kernel.path] = _normal(kernel.shape[-1] ** -0.5, "d^(-1/2)")
         elif kernel.role in ("query", "key"):
             kernels[kernel.path] = _xavier(2**-0.5, "uniform")
         elif kernel.role in ("value", "attention_output", *FEEDFORWARD):
@@ -263,6 +278,12 @@ def t_fixup(found: Roles, *, stack: str | None = None, layers: int | None = None
         else:
             kernels[kernel.path] = _xavier(1.0, "uniform")
     return SchemePlan(kernels, {"stack": stack, "layers": n, "scale": scale})
+
+
+_ONE_STACK = (
+    "{scheme} takes one stack at a time, and this model has encoder and decoder layers: "
+    "apply it to each with include=<that stack's layers> and {own}."
+)
 
 
 def deepnet(found: Roles, *, layers: int | None = None, beta: float | None = None) -> SchemePlan:
@@ -283,6 +304,8 @@ def deepnet(found: Roles, *, layers: int | None = None, beta: float | None = Non
         Figure 2 and Table 1; microsoft/torchscale.
     """
     found.require(("attention_output",), "deepnet")
+    if beta is None and found.encoder and found.decoder:
+        raise ValueError(_ONE_STACK.format(scheme="deepnet", own="the paper's beta="))
     n = _depth(layers, count_layers(found), "layers")
     beta = (8 * n) ** -0.25 if beta is None else check_positive("beta", beta)
     alpha = (2 * n) ** 0.25

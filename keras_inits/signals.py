@@ -26,7 +26,7 @@ import numpy as np
 
 from keras_inits.autodiff import gradients
 from keras_inits.roles import Roles, roles
-from keras_inits.stream import StreamPoint, stream_order
+from keras_inits.stream import StreamOperation, StreamPoint, stream_order
 from keras_inits.taps import (
     Tap,
     as_declared,
@@ -245,21 +245,30 @@ class SignalProbe:
     def compute(self) -> Signals:
         """One forward and backward pass on the probe batch; no weight changes."""
         taps, points = self.taps, self.stream
-        tapped = [*taps, *points]
-        position = {id(tap): i for i, tap in enumerate(tapped)}
+        # A layer by itself; a stream operation by itself and its call (a shared Add).
+        position: dict[Any, int] = {id(tap): i for i, tap in enumerate(taps)}
+        position.update(
+            {(id(p.operation), p.call): len(taps) + i for i, p in enumerate(points)}
+        )
+        operations = list({id(p.operation): p.operation for p in points}.values())
 
         def forward(perturbations):
-            outputs: list[Any] = [None] * len(tapped)
+            outputs: list[Any] = [None] * (len(taps) + len(points))
+            calls: dict[int, int] = {}
 
             def hook(tap, call, args, kwargs):
                 result = call(*args, **kwargs)
-                i = position.get(id(tap))
+                if isinstance(tap, StreamOperation):
+                    calls[id(tap)] = calls.get(id(tap), -1) + 1
+                    i = position.get((id(tap), calls[id(tap)]))
+                else:
+                    i = position.get(id(tap))
                 if i is None or outputs[i] is not None:  # unused in order, or a second call
                     return result
                 outputs[i] = main_output(result)
                 return replace_main_output(result, outputs[i] + perturbations[i])
 
-            with intercept(tapped, hook):
+            with intercept([*taps, *operations], hook):
                 predictions = self.model(self.x, training=False)
             return self.loss_value(predictions), outputs
 

@@ -34,53 +34,69 @@ _MULTIPLIES = 3.0
 _ADDS = (0.5, 1.5)
 
 
-@dataclasses.dataclass(frozen=True)
-class StreamPoint:
-    """A residual block's output operation (a Transformer layer, an add, your block), tapped
-    like a `taps.Tap`: `block` its index, `path` its name, `attention` whether the block
-    holds an attention layer."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class StreamOperation:
+    """An operation whose output is a block's (a Transformer layer, an add, your block),
+    shaped like a `taps.Tap` for `intercept`. One per operation, however many blocks it
+    serves (a shared `Add` layer)."""
 
     layer: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamPoint:
+    """A residual block's output: the `call`-th call of `operation` in the forward pass;
+    `block` its index, `path` the operation's name, `attention` whether the block holds
+    an attention layer."""
+
+    operation: StreamOperation
+    call: int
     block: int
     path: str
     attention: bool
 
     @property
     def tag(self) -> str:
-        """Its TensorBoard tag: zero-padded, so that blocks sort in order."""
-        return f"block_{self.block:02d}"
+        """Its TensorBoard tag, zero-padded so that blocks sort in order."""
+        return f"block_{self.block:03d}"
 
 
 def stream_order(
     model: keras.layers.Layer, x: Any, found: Roles, skip: Sequence[Any] = ()
 ) -> tuple[list[StreamPoint], list[tuple[tuple[int, ...], str]]]:
-    """The blocks whose output operation `model` calls on `x`, in block order, and the
-    (shape, dtype) of each output. `skip`: layers tapped already (a block output that is
-    itself a layer with a kernel is measured there)."""
+    """The blocks whose output `model` computes on `x`, in block order, and the (shape,
+    dtype) of each output. Blocks sharing one operation (a reused `Add` layer) are its
+    successive calls. `skip`: layers tapped already as layers with a kernel; a block whose
+    output is such a layer is left out of the stream."""
     attention = {kernel.block for kernel in found.of("attention_output")}
-    points = [
-        StreamPoint(operation, block, getattr(operation, "path", None) or operation.name,
-                    block in attention)
-        for block, operation in enumerate(found.block_outputs)
-        if not any(operation is layer for layer in skip)
-    ]
-    if not points:
+    operations: dict[int, StreamOperation] = {}
+    planned = []
+    for block, operation in enumerate(found.block_outputs):
+        if any(operation is layer for layer in skip):
+            continue
+        wrapper = operations.setdefault(id(operation), StreamOperation(operation))
+        call = sum(point.operation is wrapper for point in planned)
+        name = getattr(operation, "path", None) or operation.name
+        planned.append(StreamPoint(wrapper, call, block, name, block in attention))
+    if not planned:
         return [], []
-    first: dict[int, Any] = {}
+    outputs: dict[int, list[Any]] = {}
 
-    def record(point, call, args, kwargs):
-        outputs = call(*args, **kwargs)
-        first.setdefault(point.block, main_output(outputs))
-        return outputs
+    def record(operation, call, args, kwargs):
+        result = call(*args, **kwargs)
+        outputs.setdefault(id(operation), []).append(main_output(result))
+        return result
 
-    with intercept(points, record):
+    with intercept(list(operations.values()), record):
         call_model(model, x)
-    called = [point for point in points if point.block in first]
-    specs = [
-        (tuple(first[p.block].shape), keras.backend.standardize_dtype(first[p.block].dtype))
-        for p in called
-    ]
-    return called, specs
+    points, specs = [], []
+    for point in planned:
+        calls = outputs.get(id(point.operation), [])
+        if point.call < len(calls):
+            output = calls[point.call]
+            points.append(point)
+            specs.append((tuple(output.shape), keras.backend.standardize_dtype(output.dtype)))
+    return points, specs
 
 
 def stream_verdict(

@@ -16,7 +16,7 @@ from tests.plugin.util import ResidualSubclassed
 LAYER_KEYS = {
     "name", "path", "layout", "activation", "output_mean", "output_std", "output_size",
     "gradient_std", "weight_gradient_std", "weight_std", "saturated_fraction", "dead_fraction",
-    "role",
+    "role", "block",
 }
 # One width and batch for the small models: under JAX every new shape costs a compilation.
 WIDTH, BATCH = 16, 32

@@ -27,7 +27,7 @@ XAVIER = {role: math.sqrt(2 / sum(fans)) for role, fans in FANS.items()}
 TRUNCATED = stats.truncnorm(-3, 3)  # OLMo's cut at 3 std, std 0.987
 
 
-def gpt2_expected(scheme, role, layer):
+def gpt2_expected(scheme, role, layer, path):
     """(std, distribution) of one GPT-2 kernel under `scheme`, from the papers: None keeps
     the kernel, std 0 zeroes it."""
     d, n = WIDTH, LAYERS
@@ -46,7 +46,9 @@ def gpt2_expected(scheme, role, layer):
     if scheme == "t_fixup":  # decoder: (9N)^-1/4; q, k at fairseq's gain 2^-1/2
         uniform = stats.uniform(-math.sqrt(3), 2 * math.sqrt(3))
         if role == "embedding":
-            return d**-0.5 * (9 * n) ** -0.25, stats.norm
+            # fairseq: tokens N(0, d^-1/2) x (9N)^-1/4, times sqrt(d) in its forward pass;
+            # learned positions N(0, d^-1/2), unscaled.
+            return ((9 * n) ** -0.25 if "token" in path else d**-0.5), stats.norm
         if role in ("query", "key"):
             return XAVIER[role] / math.sqrt(2), uniform
         return XAVIER[role] * (9 * n) ** -0.25, uniform
@@ -96,7 +98,7 @@ def test_every_gpt2_kernel_follows_the_schemes_formula(gpt2_backbone, scheme):
     found, after = weights_by_path(gpt2_backbone)
     groups = {}
     for kernel in found.kernels:
-        expected = gpt2_expected(scheme, kernel.role, kernel.block)
+        expected = gpt2_expected(scheme, kernel.role, kernel.block, kernel.path)
         if expected is None:
             np.testing.assert_array_equal(after[kernel.path], before[kernel.path])
         elif expected[0] == 0:
@@ -288,3 +290,59 @@ def test_bad_requests_are_told_in_one_line(request, model, arguments, error, mes
         built = request.getfixturevalue({"resnet": "resnet6", "gpt2": "gpt2_backbone"}[model])
     with pytest.raises(error, match=message):
         keras_inits.reinitialize(built, **arguments)
+
+
+def test_fixup_scales_a_bottleneck_by_its_depth_and_zeroes_only_the_last_head_kernel():
+    # Zhang et al. 2019: L^(-1/(2m-2)); m = 3 kernels per branch gives L^(-1/4).
+    x = keras.Input((64,))
+    h = keras.layers.Dense(64, name="stem")(x)
+    blocks = 4
+    for index in range(blocks):
+        b = keras.layers.Dense(64, activation="relu", name=f"b{index}_1")(h)
+        b = keras.layers.Dense(64, activation="relu", name=f"b{index}_2")(b)
+        h = keras.layers.Add()([h, keras.layers.Dense(64, name=f"b{index}_3")(b)])
+    h = keras.layers.Dense(64, activation="relu", name="fc1")(h)
+    model = keras.Model(x, keras.layers.Dense(10, name="fc2")(h))
+    keras_inits.reinitialize(model, scheme="fixup", mode="fan_in", seed=0)
+    weight = {layer.name: keras.ops.convert_to_numpy(layer.kernel)
+              for layer in model.layers if hasattr(layer, "kernel")}
+    inner = [weight[f"b{i}_{j}"] for i in range(blocks) for j in (1, 2)]
+    he = math.sqrt(2 / 64)
+    assert_drawn_from(inner, [he * blocks**-0.25] * len(inner), stats.norm, "inner")
+    assert_drawn_from([weight["fc1"], weight["stem"]], [he, he], stats.norm, "fc1 and stem")
+    assert not np.any(weight["fc2"]) and all(not np.any(weight[f"b{i}_3"]) for i in range(4))
+
+
+def test_t_fixup_on_an_encoder_and_small_init_at_the_stream_width():
+    bert = hub_backbone("BertBackbone", LAYERS, width=WIDTH, heads=HEADS)
+    report = keras_inits.reinitialize(bert, scheme="t_fixup", seed=0)
+    assert report.notes["stack"] == "encoder"
+    scale = 0.67 * LAYERS**-0.25  # Huang et al. 2020, Algorithm 2, step 3
+    found, weights = weights_by_path(bert)
+    uniform = stats.uniform(-math.sqrt(3), 2 * math.sqrt(3))
+    values = [weights[k.path] for k in found.of("value", "attention_output", "ffn_in", "ffn_out")]
+    stds = [XAVIER[k.role] * scale
+            for k in found.of("value", "attention_output", "ffn_in", "ffn_out")]
+    assert_drawn_from(values, stds, uniform, "encoder branches")
+    # An embedding narrower than the stream: small_init's d is the stream's width.
+    x = keras.Input((8,), dtype="int32")
+    h = keras.layers.Dense(64, name="up")(keras.layers.Embedding(100, 16)(x))
+    for index in range(2):
+        h = keras.layers.Add()([h, keras.layers.Dense(64, name=f"branch{index}")(h)])
+    report = keras_inits.reinitialize(keras.Model(x, h), scheme="small_init", seed=0)
+    assert report.notes["width"] == 64
+
+
+def test_a_model_with_encoder_and_decoder_layers_is_taken_one_stack_at_a_time():
+    keras_hub = pytest.importorskip("keras_hub")
+    source, target = keras.Input((8, 16)), keras.Input((8, 16))
+    encoded = keras_hub.layers.TransformerEncoder(32, 2, name="encoder")(source)
+    decoded = keras_hub.layers.TransformerDecoder(32, 2, name="decoder")(target, encoded)
+    model = keras.Model([source, target], decoded)
+    for scheme in ("t_fixup", "deepnet"):
+        with pytest.raises(ValueError, match=f"{scheme} takes one stack at a time"):
+            keras_inits.reinitialize(model, scheme=scheme)
+    report = keras_inits.reinitialize(
+        model, scheme="t_fixup", stack="encoder", layers=1, include="encoder", seed=0
+    )
+    assert {row["path"].split("/")[0] for row in report.rows} == {"encoder"}

@@ -114,7 +114,7 @@ def test_signal_histograms_log_the_stream_at_each_block(tmp_path, batch):
         str(tmp_path / "train"), size_guidance={event_accumulator.TENSORS: 0}
     ).Reload()
     tags = set(events.Tags()["tensors"])
-    blocks = [f"block_{index:02d}" for index in range(3)]
+    blocks = [f"block_{index:03d}" for index in range(3)]
     for block, std, add in zip(blocks, expected, adds, strict=True):
         assert {f"residual_stream/{block}", f"residual_stream_gradients/{block}",
                 f"residual_stream_std/{block}", f"residual_stream_gradient_std/{block}"} <= tags
@@ -129,3 +129,43 @@ def test_signal_histograms_log_the_stream_at_each_block(tmp_path, batch):
     quiet = keras_inits.SignalHistograms(batch, log_dir=str(tmp_path / "off"), stream=False)
     quiet.set_model(model)
     assert not quiet.snapshot(0).blocks
+
+
+def test_a_shared_add_serves_each_of_its_blocks_with_the_gradients_of_a_numpy_backprop():
+    """Three blocks through one Add layer, measured against a forward and backward pass in
+    NumPy of the documented surrogate loss, sum(output * g) / batch, g ~ N(0, 1) drawn by
+    default_rng(0)."""
+    x = keras.Input((16,))
+    add = keras.layers.Add(name="shared_add")
+    h = keras.layers.Dense(32, name="stem")(x)
+    for index in range(3):
+        branch = keras.layers.Dense(32, activation="relu", name=f"in{index}")(h)
+        h = add([h, keras.layers.Dense(32, name=f"out{index}")(branch)])
+    model = keras.Model(x, keras.layers.Dense(5, name="head")(h))
+    batch = np.random.default_rng(3).normal(size=(64, 16)).astype("float64")
+    diagnosis = keras_inits.diagnose(model, batch.astype("float32"))
+    assert [(row["block"], row["path"]) for row in diagnosis.stream] == [
+        (0, "shared_add"), (1, "shared_add"), (2, "shared_add")
+    ]
+
+    def weights(name):
+        layer = model.get_layer(name)
+        return (keras.ops.convert_to_numpy(layer.kernel).astype("float64"),
+                keras.ops.convert_to_numpy(layer.bias).astype("float64"))
+
+    w, b = weights("stem")
+    stream, pre = [batch @ w + b], []
+    for index in range(3):
+        (w1, b1), (w2, b2) = weights(f"in{index}"), weights(f"out{index}")
+        pre.append(stream[-1] @ w1 + b1)
+        stream.append(stream[-1] + np.maximum(pre[-1], 0) @ w2 + b2)
+    g = np.random.default_rng(0).standard_normal((64, 5))
+    grad = g @ weights("head")[0].T / 64  # dL/d(last block's output)
+    grads = [grad]
+    for index in (2, 1):  # back through each block: identity plus the branch
+        w1, w2 = weights(f"in{index}")[0], weights(f"out{index}")[0]
+        grad = grad + ((grad @ w2.T) * (pre[index] > 0)) @ w1.T
+        grads.insert(0, grad)
+    for row, output, gradient in zip(diagnosis.stream, stream[1:], grads, strict=True):
+        assert row["output_std"] == pytest.approx(np.std(output), rel=1e-4)
+        assert row["gradient_std"] == pytest.approx(np.std(gradient), rel=1e-4)
