@@ -111,13 +111,7 @@ class ExperimentConfig:
         activation, so combinations that differ only there are one cell."""
         cells = []
         for values in itertools.product(*(getattr(self, name) for name in SWEPT)):
-            cell = Cell(*values)
-            if is_own_model(cell.model):
-                cell = dataclasses.replace(
-                    cell, depth=None, width=None, activation=None, normalization=None
-                )
-            elif cell.model not in RESIDUAL_MODELS:
-                cell = dataclasses.replace(cell, normalization=None)
+            cell = Cell(*values).applicable()
             if cell not in cells:
                 cells.append(cell)
         return cells
@@ -145,6 +139,17 @@ class Cell:
 
     def values(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def applicable(self) -> Cell:
+        """This cell without the settings its model does not take: your own model brings
+        its own architecture; only the residual models take a normalization."""
+        if self.model is not None and is_own_model(self.model):
+            return dataclasses.replace(
+                self, depth=None, width=None, activation=None, normalization=None
+            )
+        if self.model not in RESIDUAL_MODELS:
+            return dataclasses.replace(self, normalization=None)
+        return self
 
     def describe(self, names: Sequence[str]) -> str:
         """`depth=30 learning_rate=0.01` for the settings in `names` (empty: "")."""

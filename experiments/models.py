@@ -145,11 +145,11 @@ def _residual(kind, x, depth, width, activation, normalization, kernel):
     touches the stream (a Transformer's feed-forward block without its LayerNorm on the
     stream).
 
-    Without normalization, He-initialized branches keep their input's variance, so the
-    stream's variance doubles at every block: the network Fixup (Zhang et al. 2019) trains
-    by zeroing W2. With `normalization` after W1, each branch adds about the same variance
-    whatever the stream's, so the stream grows additively and later blocks count for less
-    (De & Smith 2020)."""
+    Without normalization, He-initialized branches add twice their input's second moment
+    (W1 doubles it, relu halves it, W2 doubles it), so the stream's triples at every block:
+    the network Fixup (Zhang et al. 2019) trains by zeroing W2. With `normalization` after
+    W1, each branch adds about the same variance whatever the stream's, so the stream grows
+    additively and later blocks count for less (De & Smith 2020)."""
     if kind == "resnet":
         if len(x.shape) != 4:
             raise ValueError(f"The resnet model needs (height, width, channels) inputs, got "

@@ -117,8 +117,8 @@ def check_model(spec: str) -> None:
         model_factory(spec)
         return
     raise ExperimentError(
-        f"Unknown --model {spec!r}; choose mlp, cnn, package.module:function (a function "
-        "(input_shape, num_classes) -> keras.Model) or a path to a .keras file."
+        f"Unknown --model {spec!r}; choose {', '.join(MODELS)}, package.module:function (a "
+        "function (input_shape, num_classes) -> keras.Model) or a path to a .keras file."
     )
 
 

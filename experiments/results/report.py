@@ -10,7 +10,6 @@ summaries that lack a setting take the config's value of it.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -20,7 +19,7 @@ from experiments import files
 from experiments.config import SWEPT, Cell, ExperimentConfig
 from experiments.papers.presets import PRESETS
 from experiments.results import plots, summary
-from experiments.specs import is_own_model
+from experiments.specs import RESIDUAL_MODELS, is_own_model, scheme_settings
 
 REPORT_NAME = "report.md"
 FIGURES = {
@@ -72,16 +71,13 @@ def cell_of(entry: Mapping[str, Any], config: ExperimentConfig) -> Cell:
 
     A setting missing from the entry (a summary written before it could be swept)
     takes the config's value when the config has one, else None; your own model has
-    no depth, width or activation, as in `config.cells()`.
+    no depth, width, activation or normalization, as in `config.cells()`.
     """
     values = {}
     for name in SWEPT:
         configured = getattr(config, name)
         values[name] = entry.get(name, configured[0] if len(configured) == 1 else None)
-    cell = Cell(**values)
-    if cell.model is not None and is_own_model(cell.model):
-        cell = dataclasses.replace(cell, depth=None, width=None, activation=None)
-    return cell
+    return Cell(**values).applicable()
 
 
 def label_of(initializer: str, cell: Cell, swept: Sequence[str]) -> str:
@@ -274,10 +270,20 @@ def _settings(config: ExperimentConfig, swept: Sequence[str]) -> list[str]:
     models = []
     if builtin:
         architecture = " or ".join(name.upper() for name in builtin)
+        residual = [name for name in builtin if name in RESIDUAL_MODELS]
+        if not residual:
+            depth = f"{_listed(config.depth)} hidden layers"
+        elif len(residual) == len(builtin):
+            depth = f"{_listed(config.depth)} residual blocks"
+        else:
+            depth = f"{_listed(config.depth)} hidden layers (residual blocks)"
+        normalization = (
+            f", normalization {_listed(config.normalization)} in the blocks" if residual else ""
+        )
         models.append(
-            f"{architecture}{_swept_mark(builtin)} of {_listed(config.depth)} hidden layers, "
-            f"width {_listed(config.width)}, activation {_listed(config.activation)}, "
-            "softmax output"
+            f"{architecture}{_swept_mark(builtin)} of {depth}, "
+            f"width {_listed(config.width)}, activation {_listed(config.activation)}"
+            f"{normalization}, softmax output"
         )
     if own:
         theirs = "their" if len(own) > 1 else "its"
@@ -348,12 +354,22 @@ def _identical_models(config: ExperimentConfig, swept: Sequence[str]) -> list[st
         "An initializer that refuses some kernel (dirac, delta_orthogonal on the Dense "
         f"output) builds the model with the fallback instead, then {reinitialized}."
     )
+    schemes = [spec for spec in config.initializers if scheme_settings(spec) is not None]
+    scheme = (
+        f" A scheme arm ({', '.join(f'`{spec}`' for spec in schemes)}) builds the model with "
+        "the fallback, then `keras_inits.reinitialize(model, scheme=NAME, seed=seed, "
+        "**params)` draws each kernel by its role and depth (keras_inits.schemes); the "
+        "kernels the scheme does not specify keep the fallback's draw."
+        if schemes else ""
+    )
     kinds = {is_own_model(model) for model in config.model}
     if kinds == {True}:
-        return [f"{common}and {own}"]
+        return [f"{common}and {own}{scheme}"]
     if kinds == {False}:
-        return [f"{common}and {builtin}"]
-    return [f"{common}and, for the built-in models, {builtin} For your own model, {own}"]
+        return [f"{common}and {builtin}{scheme}"]
+    return [
+        f"{common}and, for the built-in models, {builtin} For your own model, {own}{scheme}"
+    ]
 
 
 def _chance_sentence(chance: float | None, num_classes: int | None) -> list[str]:

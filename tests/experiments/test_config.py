@@ -28,7 +28,7 @@ def test_lesson_is_the_default():
     assert resolved.initializers == presets.LESSON_INITIALIZERS
     assert (resolved.depth, resolved.activation, resolved.model) == ((5,), ("tanh",), ("mlp",))
     assert resolved.group_arms and resolved.cells() == [
-        config.Cell("mlp", 5, 256, "tanh", "sgd", 0.01, 32)
+        config.Cell("mlp", 5, 256, "tanh", None, "sgd", 0.01, 32)
     ]
     assert resolved.swept() == ()
     # Three seeds by default; enough data not to be memorized in the default budget.

@@ -168,7 +168,7 @@ def _compare_error(**settings) -> str:
         ("tests.experiments.custom_models:no_such", "has no function 'no_such'"),
         ("tests.experiments.custom_models:NOT_A_FUNCTION", "is a int, not a function"),
         ("tests/experiments/custom_models.py:small_cnn", "not a file path"),
-        ("resnet", "Unknown --model 'resnet'"),
+        ("vgg", "Unknown --model 'vgg'; choose mlp, cnn, resmlp, resnet"),
         ("/no/such/model.keras", "no such file"),
         ("tests.experiments.custom_models:a_layer", "returned a Dense; it must return a keras"),
         ("tests.experiments.custom_models:vectors_of_ten", "takes inputs of shape (None, 10)"),

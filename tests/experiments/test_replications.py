@@ -41,8 +41,8 @@ def test_a_run_made_to_fall_by_a_threshold_falls_by_exactly_it():
 
 
 def _groups(deep_xavier_final, shallow_kaiming_epoch1=2.0):
-    cell = Cell("mlp", 30, 256, "relu", "sgd", 0.01, 32)
-    shallow = Cell("mlp", 10, 256, "relu", "sgd", 0.01, 32)
+    cell = Cell("mlp", 30, 256, "relu", None, "sgd", 0.01, 32)
+    shallow = Cell("mlp", 10, 256, "relu", None, "sgd", 0.01, 32)
     groups = {
         (shallow, "xavier_normal"): [_entry(2.3, 2.0, run_dir="sx")],
         (shallow, "kaiming_normal(nonlinearity='relu')"): [_entry(2.4, 1.9, run_dir="sk")],
@@ -78,14 +78,14 @@ def test_he2015_is_not_reproduced_when_the_numbers_disagree():
 
 def test_a_diverged_arm_counts_as_not_training():
     groups, details = _groups(deep_xavier_final=2.198)
-    cell = Cell("mlp", 30, 256, "relu", "sgd", 0.01, 32)
+    cell = Cell("mlp", 30, 256, "relu", None, "sgd", 0.01, 32)
     groups[(cell, "kaiming_normal(nonlinearity='relu')")] = [_entry(2.6, None, "diverged")]
     finding = replications.judge_he2015(groups, details)
     assert not finding.reproduced and "does not train (diverged)" in finding.sentence
 
 
-DEEP = Cell("mlp", 30, 256, "relu", "sgd", 0.01, 32)
-SHALLOW = Cell("mlp", 10, 256, "relu", "sgd", 0.01, 32)
+DEEP = Cell("mlp", 30, 256, "relu", None, "sgd", 0.01, 32)
+SHALLOW = Cell("mlp", 10, 256, "relu", None, "sgd", 0.01, 32)
 KAIMING = "kaiming_normal(nonlinearity='relu')"
 HE_ARMS = {
     "deep xavier": (DEEP, "xavier_normal"),
@@ -206,7 +206,7 @@ def test_the_he2015_preset_sweeps_depth_and_says_so_in_its_report(tmp_path, monk
 
 
 def _selu_groups(lecun_last_variance=1.0, lecun_final=1.9):
-    cell = Cell("mlp", 32, 256, "selu", "sgd", 0.01, 32)
+    cell = Cell("mlp", 32, 256, "selu", None, "sgd", 0.01, 32)
     variances = {
         "variance_scaling(scale=0.5)": [0.4, 0.01, 1e-6],
         "lecun_normal": [0.5, 0.9, lecun_last_variance],
@@ -275,7 +275,7 @@ def test_klambauer2017_at_the_training_threshold(drop, word, says):
 
 
 def _lsuv_groups(lsuv_epoch1, lsuv_final):
-    cell = Cell("mlp", 20, 256, "relu", "sgd", 0.01, 32)
+    cell = Cell("mlp", 20, 256, "relu", None, "sgd", 0.01, 32)
     arms = {
         "lsuv(tol=0.1)": (2.7, lsuv_epoch1, lsuv_final),
         "orthogonal": (2.197, 2.198, 2.198),
@@ -361,7 +361,7 @@ def _saxe_groups(gaussian_deep_losses):
         ("lecun_normal", 64): gaussian_deep_losses,
     }
     for (spec, depth), losses in curves.items():
-        cell = Cell("mlp", depth, 128, "linear", "sgd", 0.001, 32)
+        cell = Cell("mlp", depth, 128, "linear", None, "sgd", 0.001, 32)
         name = f"{spec}{depth}"
         groups[(cell, spec)] = [_entry(losses[0], losses[-1], run_dir=name)]
         details[name] = {"history": {"step": [0, 64, 128, 192], "loss": losses}}
@@ -382,7 +382,7 @@ def test_saxe2013_times_learning_by_the_steps_to_the_criterion():
 def _glorot_groups(accuracies):
     groups = {}
     for (activation, spec), accuracy in accuracies.items():
-        cell = Cell("mlp", 5, 256, activation, "sgd", 0.01, 32)
+        cell = Cell("mlp", 5, 256, activation, None, "sgd", 0.01, 32)
         groups[(cell, spec)] = [{**_entry(2.2, 2.0), "final_test_accuracy": accuracy}]
     return groups
 
@@ -410,8 +410,11 @@ def test_glorot2010_checks_table_1s_order_in_test_error():
     assert partly.sentence.startswith("Partly reproduced") and "not the worst" in partly.sentence
 
 
+XIAO_CNN = "experiments.papers.architectures:xiao2018_cnn"
+
+
 def _xiao_groups(delta_final, gaussian_final):
-    cell = Cell("experiments.papers.architectures:xiao2018_cnn", None, None, None, "sgd", 0.01, 32)
+    cell = Cell(XIAO_CNN, None, None, None, None, "sgd", 0.01, 32)
     groups = {
         (cell, "delta_orthogonal"): [_entry(2.20, delta_final), _entry(2.20, delta_final)],
         (cell, "lecun_normal"): [_entry(2.197, gaussian_final), _entry(2.197, gaussian_final)],
@@ -451,7 +454,7 @@ def test_xiao2018_needs_delta_orthogonal_to_train_and_the_gaussian_to_stall_or_t
     ],
 )
 def test_xiao2018_at_the_thresholds(delta, gaussian, word, says):
-    cell = Cell("experiments.papers.architectures:xiao2018_cnn", None, None, None, "sgd", 0.01, 32)
+    cell = Cell(XIAO_CNN, None, None, None, None, "sgd", 0.01, 32)
     groups = {
         (cell, "delta_orthogonal"): [_dropped(delta)],
         (cell, "lecun_normal"): [_dropped(gaussian)],
