@@ -25,7 +25,7 @@ from absl import app, flags  # noqa: E402
 
 from experiments import config, flagdefs, quiet  # noqa: E402
 
-# --preset, --initializers, --model, --depth, --width, --activation,
+# --preset, --initializers, --model, --depth, --width, --activation, --normalization,
 # --fallback_initializer, --dataset, --seeds, --probe_size and --list_presets are the
 # ones compare takes.
 flags.adopt_module_key_flags(flagdefs)

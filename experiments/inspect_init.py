@@ -173,11 +173,12 @@ def inspect(
     if len(config.model) == 1 and config.model[0].endswith(".keras"):
         return _inspect_saved(config, config.model[0], with_labels)
     dataset = _load_data(config)
-    if "cnn" in config.model and len(dataset.input_shape) != 3:
-        raise ExperimentError(
-            f"--model=cnn needs image inputs (height, width, channels); {config.dataset} "
-            f"has inputs of shape {dataset.input_shape}."
-        )
+    for image_model in ("cnn", "resnet"):
+        if image_model in config.model and len(dataset.input_shape) != 3:
+            raise ExperimentError(
+                f"--model={image_model} needs image inputs (height, width, channels); "
+                f"{config.dataset} has inputs of shape {dataset.input_shape}."
+            )
     labels = True if with_labels is None else with_labels
     batch = _dataset_batch(config, dataset, labels)
     swept = [name for name in config.swept() if name in ("model", *ARCHITECTURE)]
@@ -204,10 +205,17 @@ def inspect(
         if not is_builtin(name):
             descriptions.append(f"{name} (your own), kernels re-drawn per initializer")
         else:
-            unit = "units" if name == "mlp" else "3x3 filters"
+            unit = "units" if name in ("mlp", "resmlp") else "3x3 filters"
             depths = ", ".join(map(str, config.depth))
             widths = ", ".join(map(str, config.width))
-            descriptions.append(f"{name}, {depths} hidden layers of {widths} {unit}")
+            if name in ("resmlp", "resnet"):
+                norms = ", ".join(map(str, config.normalization))
+                descriptions.append(
+                    f"{name}, {depths} residual blocks of {widths} {unit} "
+                    f"(normalization {norms})"
+                )
+            else:
+                descriptions.append(f"{name}, {depths} hidden layers of {widths} {unit}")
     model = "; ".join(descriptions) + f"; softmax output over {dataset.num_classes} classes"
     return Inspection(model, batch.description, _loss_words(labels), config.seeds, groups)
 
