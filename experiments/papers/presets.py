@@ -17,6 +17,7 @@ from experiments.papers.replications import (
     MISHKIN2016,
     SAXE2013,
     XIAO2018,
+    ZHANG2019,
     Replication,
 )
 
@@ -181,6 +182,28 @@ PRESETS: dict[str, Preset] = {
                 "histogram_every": 250,
             },
             replication=XIAO2018,
+        ),
+        Preset(
+            "zhang2019",
+            "Zhang et al. (2019), Fixup: a residual MLP of 16 blocks without normalization; "
+            "He's init multiplies the residual stream at every block and diverges, "
+            "scheme:fixup (branch outputs and read-out zero) trains it.",
+            {
+                "initializers": ("he_normal", "scheme:fixup"),
+                "model": ("resmlp",),
+                "depth": 16,
+                "width": 64,
+                "activation": "relu",
+                "normalization": "none",
+                "optimizer": "sgd",
+                "learning_rate": 0.05,
+                "momentum": 0.9,
+                "epochs": 5,
+                "train_size": 8000,
+                "seeds": (0, 1, 2),
+                "histogram_every": 250,
+            },
+            replication=ZHANG2019,
         ),
     )
 }

@@ -512,3 +512,47 @@ XIAO2018 = Replication(
     "trained within this budget",
     judge=judge_xiao2018,
 )
+
+
+def judge_zhang2019(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """Fixup's claim, scaled down: without normalization the default He init makes a deep
+    residual network diverge or stall (its stream multiplies at every block), while Fixup
+    trains it."""
+    found: dict[str, list] = {}
+    for (cell, spec), members in groups.items():
+        if cell.normalization in (None, "none"):
+            found.setdefault(spec, []).extend(members)
+    he, fixup = found.get(_ZHANG[0]), found.get(_ZHANG[1])
+    if not he or not fixup:
+        return Finding(
+            [], False, "Not judged: no runs of he_normal and scheme:fixup without normalization."
+        )
+    rows = [
+        ("he_normal", "diverges or stalls", describe_loss(he)),
+        ("scheme:fixup", "trains", describe_loss(fixup)),
+    ]
+    fails = all(
+        entry["status"] == "diverged" or (relative_drop([entry]) or 0.0) < STALLS
+        for entry in he
+    )
+    drop = relative_drop(fixup)
+    trains = all(entry["status"] == "ok" for entry in fixup) and (drop or 0) >= TRAINS
+    sentence = (
+        f"without normalization he_normal {'diverges or stalls' if fails else 'trains'} "
+        f"in every seed while scheme:fixup {'trains' if trains else 'does not train'} "
+        f"({_percent(drop)})"
+    )
+    return verdict(rows, [fails, trains], sentence)
+
+
+_ZHANG = ("he_normal", "scheme:fixup")
+
+ZHANG2019 = Replication(
+    paper="Zhang, Dauphin & Ma (2019), *Fixup Initialization: Residual Learning Without "
+    "Normalization*, ICLR",
+    reproduces="without normalization a deep residual network with He's init diverges "
+    "(its stream's second moment triples at every block) while Fixup trains it",
+    scaled_down="the paper's 110-layer CIFAR-10 ResNets are residual MLPs of 16 blocks of "
+    "width 64 (resmlp: x + W2 relu(W1 x)) on 8,000 Shapeset images, 5 epochs of SGD at 0.05",
+    judge=judge_zhang2019,
+)

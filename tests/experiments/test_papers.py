@@ -122,3 +122,25 @@ def test_xiao2018_delta_orthogonal_keeps_a_deep_tanh_cnns_signal(batch):
     xavier = stds("xavier_normal")
     assert delta[-1] / delta[0] > 0.5
     assert xavier[-1] / xavier[0] < 0.4
+
+
+def test_zhang2019_he_multiplies_the_residual_stream_and_fixup_keeps_it_level(batch):
+    # The preset's resmlp (16 blocks of 64 units, no normalization) at step 0: He's stream
+    # grows by a factor per block (theory: its second moment triples, sqrt(3) = 1.7x in std;
+    # seed 0: 2.6e3x over the 16 blocks, 1.69x per block), Fixup's is level (every branch
+    # output is zero).
+    x, y = batch
+    settings = dict(input_shape=x.shape[1:], num_classes=9, x_sample=x[:2], depth=16,
+                    width=64, activation="relu", fallback="xavier_normal", seed=0,
+                    normalization="none")
+    he = models.initialize("resmlp", initializer="he_normal", **settings).model
+    diagnosis = keras_inits.diagnose(he, x, y, loss="sparse_categorical_crossentropy")
+    stds = [row["output_std"] for row in diagnosis.stream]
+    assert len(stds) == 16 and stds[-1] / stds[0] > 1.5**15
+    growing = [v for v in diagnosis.verdicts if v.kind == "growing_stream"]
+    assert growing and "multiplies at every block" in growing[0].message
+    fixup = models.initialize("resmlp", initializer="scheme:fixup", **settings).model
+    diagnosis = keras_inits.diagnose(fixup, x, y, loss="sparse_categorical_crossentropy")
+    stds = [row["output_std"] for row in diagnosis.stream]
+    assert max(stds) / min(stds) < 1.0001
+    assert diagnosis.verdicts == []

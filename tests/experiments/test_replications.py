@@ -491,3 +491,39 @@ def test_the_thresholds_are_the_ones_the_papers_page_states():
     page = (Path(__file__).resolve().parents[2] / "docs/papers.md").read_text()
     assert f"less than {STALLS:.0%} of its initial value" in page
     assert f"fell by at least {TRAINS:.0%}" in page
+
+
+def _zhang_groups(he, fixup):
+    """Each value: a list of per-seed drops, or "diverged". A batch-norm cell is left out."""
+
+    def runs(drops):
+        if drops == "diverged":
+            return [_entry(2.2, None, status="diverged")] * 3
+        return [_dropped(drop) for drop in drops]
+
+    plain = Cell("resmlp", 16, 64, "relu", "none", "sgd", 0.05, 32)
+    batch = Cell("resmlp", 16, 64, "relu", "batch", "sgd", 0.05, 32)
+    return {
+        (plain, "he_normal"): runs(he),
+        (plain, "scheme:fixup"): runs(fixup),
+        (batch, "he_normal"): runs([0.5] * 3),
+    }
+
+
+@pytest.mark.parametrize(
+    ("he", "fixup", "word", "says"),
+    [
+        ("diverged", [TRAINS] * 3, "Reproduced", "he_normal diverges or stalls in every seed"),
+        ([STALLS * 0.99] * 3, [TRAINS] * 3, "Reproduced", "scheme:fixup trains (-5.0%)"),
+        ([STALLS * 0.99, STALLS * 0.99, STALLS], [TRAINS] * 3, "Partly reproduced",
+         "he_normal trains in"),
+        ("diverged", [TRAINS * 0.99] * 3, "Partly reproduced", "does not train"),
+        ([STALLS] * 3, "diverged", "Not reproduced", "scheme:fixup does not train (diverged)"),
+    ],
+)
+def test_zhang2019_at_the_thresholds(he, fixup, word, says):
+    finding = replications.judge_zhang2019(_zhang_groups(he, fixup), {})
+    assert finding.sentence.startswith(f"{word}: "), finding.sentence
+    assert says in finding.sentence, finding.sentence
+    assert finding.reproduced == (word == "Reproduced")
+    assert [row[0] for row in finding.rows] == ["he_normal", "scheme:fixup"]
