@@ -37,6 +37,18 @@ flags.DEFINE_list(
 )
 flags.DEFINE_list("learning_rate", None, "Learning rate." + _SWEEP + _FROM_PRESET)
 flags.DEFINE_float("momentum", None, "Momentum of sgd and rmsprop." + _FROM_PRESET)
+flags.DEFINE_float(
+    "clipnorm",
+    None,
+    "Clip each weight's gradient to this norm (Keras's clipnorm); 0: no clipping." + _FROM_PRESET,
+)
+flags.DEFINE_float(
+    "global_clipnorm",
+    None,
+    "Clip each run's gradients together to this global norm (Keras's global_clipnorm); 0: no "
+    "clipping. One norm per run: arms then train one at a time (needs --nogroup_arms)."
+    + _FROM_PRESET,
+)
 flags.DEFINE_integer(
     "histogram_every",
     None,
@@ -106,6 +118,8 @@ _SETTINGS = (
     "optimizer",
     "learning_rate",
     "momentum",
+    "clipnorm",
+    "global_clipnorm",
     "histogram_every",
     "logdir",
     "experiment",

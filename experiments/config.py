@@ -81,6 +81,9 @@ class ExperimentConfig:
     optimizer: tuple[str, ...] = ("sgd",)
     learning_rate: tuple[float, ...] = (0.01,)
     momentum: float = 0.9
+    # Gradient clipping, Keras's optimizer arguments; 0 turns it off.
+    clipnorm: float = 0.0
+    global_clipnorm: float = 0.0
     seeds: tuple[int, ...] = (0, 1, 2)
     group_arms: bool = True
     histogram_every: int = 100
@@ -325,6 +328,20 @@ def validate(config: ExperimentConfig) -> None:
             raise ExperimentError(f"--learning_rate must be numbers > 0, got {rate!r}.")
     if not 0 <= config.momentum < 1:
         raise ExperimentError(f"--momentum must be in [0, 1), got {config.momentum}.")
+    for name in ("clipnorm", "global_clipnorm"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ExperimentError(f"--{name} must be a number >= 0 (0: off), got {value!r}.")
+    if config.clipnorm and config.global_clipnorm:
+        raise ExperimentError(
+            "Give --clipnorm or --global_clipnorm, not both: Keras's optimizers take one."
+        )
+    if config.global_clipnorm and config.group_arms and len(config.initializers) > 1:
+        raise ExperimentError(
+            f"--global_clipnorm={config.global_clipnorm} clips a run's gradients by one norm "
+            "over all its weights; arms trained together would share it. Add --nogroup_arms "
+            "(each arm trains alone, with its own norm), or use --clipnorm (per weight)."
+        )
     for name in () if own else config.activation:
         try:
             keras.activations.get(name)

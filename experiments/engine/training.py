@@ -130,13 +130,22 @@ def batches_per_epoch(size: int, batch_size: int) -> int:
     return math.ceil(size / batch_size)
 
 
-def make_optimizer(name: str, learning_rate: float, momentum: float) -> keras.optimizers.Optimizer:
-    """The Keras optimizer `name`; `momentum` applies to those that have one (sgd, rmsprop)."""
+def make_optimizer(
+    name: str,
+    learning_rate: float,
+    momentum: float,
+    clipnorm: float = 0.0,
+    global_clipnorm: float = 0.0,
+) -> keras.optimizers.Optimizer:
+    """The Keras optimizer `name`; `momentum` applies to those that have one (sgd, rmsprop);
+    `clipnorm` or `global_clipnorm` (Keras's arguments) clip the gradients, 0 not."""
     optimizer = keras.optimizers.get(name)
     config = optimizer.get_config()
     config["learning_rate"] = learning_rate
     if "momentum" in config:
         config["momentum"] = momentum
+    config["clipnorm"] = clipnorm or None
+    config["global_clipnorm"] = global_clipnorm or None
     return optimizer.from_config(config)
 
 
@@ -197,7 +206,10 @@ def train_group(
         for arm, initialized in zip(arms, built, strict=True):
             _save(initialized.model.save_weights, arm.run_dir, INITIAL_WEIGHTS)
     with strategies.scope(config.strategy):
-        optimizer = make_optimizer(cell.optimizer, cell.learning_rate, config.momentum)
+        optimizer = make_optimizer(
+            cell.optimizer, cell.learning_rate, config.momentum,
+            config.clipnorm, config.global_clipnorm,
+        )
         engine = _engine([b.model for b in built], data.input_shape, optimizer)
         group = engine.model
         towers.compile_group(

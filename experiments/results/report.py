@@ -297,6 +297,9 @@ def _settings(config: ExperimentConfig, swept: Sequence[str]) -> list[str]:
         optimizer += f", momentum {config.momentum}"
         if len(with_momentum) < len(config.optimizer):
             optimizer += f" ({' and '.join(with_momentum)})"
+    for name in ("clipnorm", "global_clipnorm"):
+        if getattr(config, name):
+            optimizer += f", gradients clipped by {name}={getattr(config, name)}"
     grid = []
     if swept:
         grid = [f"- swept: {', '.join(swept)} (every combination, each with every initializer)"]

@@ -119,3 +119,30 @@ def settings_classes(settings):
     from experiments.data import datasets
 
     return datasets.load(settings.dataset, 64, 32).num_classes
+
+
+def test_clipping_reaches_the_optimizer_and_a_shared_global_norm_is_refused(tmp_path):
+    with pytest.raises(ExperimentError, match="add --nogroup_arms|Add --nogroup_arms"):
+        config.resolve(global_clipnorm=1.0)
+    with pytest.raises(ExperimentError, match="not both"):
+        config.resolve(clipnorm=1.0, global_clipnorm=1.0, group_arms=False)
+    with pytest.raises(ExperimentError, match="--clipnorm must be a number >= 0"):
+        config.resolve(clipnorm=-1.0)
+    from experiments.engine import training
+
+    optimizer = training.make_optimizer("adam", 0.01, 0.9, global_clipnorm=0.5)
+    assert optimizer.global_clipnorm == 0.5 and optimizer.clipnorm is None
+    # A deep He resmlp without normalization diverges unclipped; clipping every weight's
+    # gradient to norm 1 keeps it finite for the epoch (at the same learning rate).
+    settings = dict(
+        model=("resmlp",), depth=(8,), width=(32,), activation=("relu",),
+        initializers=("he_normal",), seeds=(0,), train_size=256, test_size=32, epochs=1,
+        histogram_every=0, probe_size=32, logdir=str(tmp_path),
+    )
+    unclipped = runner.compare(config.resolve(**settings), progress=lambda line: None)
+    clipped = runner.compare(
+        config.resolve(**settings, clipnorm=1.0), progress=lambda line: None
+    )
+    assert unclipped[0]["status"] == "diverged" and clipped[0]["status"] == "ok"
+    report = (tmp_path / config.resolve(**settings, clipnorm=1.0).experiment / "report.md")
+    assert "gradients clipped by clipnorm=1.0" in report.read_text()
