@@ -83,20 +83,9 @@ def scheme_settings(spec: str) -> tuple[str, dict[str, Any]] | None:
 
     try:
         name, kwargs = keras_inits.parse_spec(spec[len(SCHEME) :])
+        keras_inits.schemes.resolve(name, kwargs)
     except (TypeError, ValueError) as error:
         raise ExperimentError(f"{spec}: {error}") from None
-    function = keras_inits.schemes.SCHEMES.get(name)
-    if function is None:
-        raise ExperimentError(
-            f"{spec}: unknown scheme {name!r}; one of {', '.join(keras_inits.schemes.SCHEMES)}."
-        )
-    accepted = list(inspect.signature(function).parameters)[1:]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ExperimentError(
-            f"{spec}: scheme {name} takes no parameter {', '.join(unknown)}; it takes "
-            f"{', '.join(accepted) or 'none'}."
-        )
     return name, kwargs
 
 

@@ -370,12 +370,12 @@ SCHEMES: dict[str, Scheme] = {
 }
 
 
-def plan(scheme: str | Scheme, found: Roles, params: Mapping[str, Any]) -> tuple[str, SchemePlan]:
-    """The scheme's name and plan for a model's roles, its parameters checked.
+def resolve(scheme: str | Scheme, params: Mapping[str, Any]) -> tuple[str, Scheme]:
+    """The scheme's name and function, `params` checked against its parameters.
 
     Raises:
-        ValueError: an unknown scheme name, a role the scheme needs is missing, a bad value.
-        TypeError: a parameter the scheme does not take; a scheme that returns no plan.
+        ValueError: an unknown scheme name.
+        TypeError: a parameter the scheme does not take; neither a name nor a function.
     """
     if isinstance(scheme, str):
         if scheme not in SCHEMES:
@@ -395,6 +395,17 @@ def plan(scheme: str | Scheme, found: Roles, params: Mapping[str, Any]) -> tuple
             f"Scheme {name!r} takes no parameter {', '.join(unknown)}; it takes "
             f"{', '.join(sorted(accepted)) or 'none'}."
         )
+    return name, function
+
+
+def plan(scheme: str | Scheme, found: Roles, params: Mapping[str, Any]) -> tuple[str, SchemePlan]:
+    """The scheme's name and plan for a model's roles, its parameters checked.
+
+    Raises:
+        ValueError: an unknown scheme name, a role the scheme needs is missing, a bad value.
+        TypeError: a parameter the scheme does not take; a scheme that returns no plan.
+    """
+    name, function = resolve(scheme, params)
     result = function(found, **params)
     if not isinstance(result, SchemePlan):
         raise TypeError(

@@ -79,8 +79,10 @@ def test_a_scheme_arm_reinitializes_the_built_model_by_role():
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"initializers": ("scheme:fixupp",)}, "unknown scheme 'fixupp'; one of gpt2"),
-        ({"initializers": ("scheme:gpt2(std=1)",)}, "takes no parameter std; it takes sigma"),
+        ({"initializers": ("scheme:fixupp",)},
+         r"scheme:fixupp: Unknown scheme 'fixupp'. Use one of \('gpt2'"),
+        ({"initializers": ("scheme:gpt2(std=1)",)},
+         "takes no parameter std; it takes branches, sigma"),
         ({"model": ("resmlp",), "normalization": ("group",)}, "--normalization must be among"),
     ],
 )
