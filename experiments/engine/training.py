@@ -228,6 +228,8 @@ def train_group(
             every_n_steps=config.histogram_every or 1,
             loss=towers.LOSS,
             subdir="",
+            # The group's snapshots (GroupSnapshots) compute the layers' signals only.
+            stream=False,
         )
         signals.set_model(initialized.model)
         hparams.write_run(

@@ -7,7 +7,7 @@ import keras
 import pytest
 
 from keras_inits.roles import roles
-from tests.plugin.util import hub_backbone
+from tests.plugin.util import ResidualBlock, hub_backbone
 
 
 def test_a_residual_mlp_has_a_block_per_add_and_its_read_out_is_the_head():
@@ -68,20 +68,10 @@ def test_attention_projections_and_the_ops_add_branch_of_a_functional_transforme
     ]
 
 
-class _Block(keras.layers.Layer):
-    def __init__(self, width, **kwargs):
-        super().__init__(**kwargs)
-        self.inner = keras.layers.Dense(width * 2, activation="relu", name="inner")
-        self.proj = keras.layers.Dense(width, name="proj")
-
-    def call(self, x):
-        return x + self.proj(self.inner(x))
-
-
 def test_a_subclassed_block_is_named_by_a_mapping():
     x = keras.Input((8,))
-    h = _Block(8, name="block_0")(x)
-    h = _Block(8, name="block_1")(h)
+    h = ResidualBlock(8, name="block_0")(x)
+    h = ResidualBlock(8, name="block_1")(h)
     model = keras.Model(x, keras.layers.Dense(3, name="fc")(h))
     assert roles(model).blocks == 0  # no graph inside the blocks: nothing to read
     found = roles(model, {"block_*/proj/kernel": "branch_output",

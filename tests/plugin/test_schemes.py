@@ -13,7 +13,7 @@ from scipy import stats
 import keras_inits
 from keras_inits.kernels import find_kernels
 from keras_inits.schemes import Assignment, SchemePlan
-from tests.plugin.util import hub_backbone
+from tests.plugin.util import ResidualBlock, hub_backbone
 
 WIDTH, LAYERS, HEADS = 32, 3, 2
 # Each GPT-2 kernel's (fan_in, fan_out), read from the layer's maths, not from the kernel:
@@ -233,19 +233,9 @@ def test_the_same_seed_gives_the_same_weights_on_a_rebuilt_model():
     assert any(not np.array_equal(a, b) for a, b in zip(first, other, strict=True) if np.any(a))
 
 
-class _Block(keras.layers.Layer):
-    def __init__(self, width, **kwargs):
-        super().__init__(**kwargs)
-        self.inner = keras.layers.Dense(width * 2, activation="relu", name="inner")
-        self.proj = keras.layers.Dense(width, name="proj")
-
-    def call(self, x):
-        return x + self.proj(self.inner(x))
-
-
 def test_your_own_blocks_by_a_roles_mapping_and_your_own_scheme():
     x = keras.Input((8,))
-    model = keras.Model(x, _Block(8, name="block_1")(_Block(8, name="block_0")(x)))
+    model = keras.Model(x, ResidualBlock(8, name="block_1")(ResidualBlock(8, name="block_0")(x)))
     mapping = {"block_*/proj/kernel": "branch_output", "block_*/inner/kernel": "branch_inner"}
     report = keras_inits.reinitialize(model, scheme="gpt2", roles=mapping, sigma=0.5, seed=0)
     assert report.notes == {"sigma": 0.5, "residual outputs": 2}

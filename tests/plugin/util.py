@@ -51,3 +51,15 @@ def hub_backbone(name: str, layers: int, width: int = 16, heads: int = 2):
         vocabulary_size=64, num_layers=layers, num_heads=heads, hidden_dim=width,
         intermediate_dim=4 * width, max_sequence_length=8,
     )
+
+
+class ResidualBlock(keras.layers.Layer):
+    """A subclassed residual block (no graph to read): x + proj(inner(x))."""
+
+    def __init__(self, width, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Dense(width * 2, activation="relu", name="inner")
+        self.proj = keras.layers.Dense(width, name="proj")
+
+    def call(self, x):
+        return x + self.proj(self.inner(x))
