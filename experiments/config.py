@@ -27,7 +27,9 @@ from experiments.data import datasets as data
 from experiments.errors import ExperimentError
 from experiments.papers.presets import LESSON_INITIALIZERS, PRESETS
 from experiments.specs import (
+    LAYER_NORMS,
     RESIDUAL_MODELS,
+    SEQUENCE_MODELS,
     check_model,
     is_own_model,
     lsuv_settings,
@@ -36,6 +38,8 @@ from experiments.specs import (
 
 # Settings that only shape the built-in architectures.
 ARCHITECTURE = ("depth", "width", "activation", "normalization")
+# Settings of the built-in Transformer alone (one value per comparison).
+TRANSFORMER = ("heads", "layer_norm")
 # Settings that take a list of values, swept as a grid; in the order of `Cell`'s fields.
 SWEPT = (
     "model", "depth", "width", "activation", "normalization", "optimizer", "learning_rate",
@@ -70,8 +74,13 @@ class ExperimentConfig:
     activation: tuple[str | None, ...] = ("tanh",)
     # Of the residual models' blocks (resmlp, resnet); the mlp and cnn have none.
     normalization: tuple[str | None, ...] = ("none",)
+    # The built-in Transformer's attention heads and LayerNorm placement (pre or post).
+    heads: int = 4
+    layer_norm: str = "pre"
     fallback_initializer: str = DEFAULT_FALLBACK
     dataset: str = "shapeset"
+    # Characters per example of a text dataset (sonnets, text:PATH).
+    sequence_length: int = data.SEQUENCE_LENGTH
     # Enough examples that the best arms' test loss still falls at the last epoch (with
     # 8,000 examples for 8 epochs, random_normal's rose from epoch 6: memorized).
     train_size: int = 24000
@@ -145,7 +154,8 @@ class Cell:
 
     def applicable(self) -> Cell:
         """This cell without the settings its model does not take: your own model brings
-        its own architecture; only the residual models take a normalization."""
+        its own architecture; only the residual models take a normalization (the
+        Transformer's LayerNorms are placed by `layer_norm`)."""
         if self.model is not None and is_own_model(self.model):
             return dataclasses.replace(
                 self, depth=None, width=None, activation=None, normalization=None
@@ -205,6 +215,12 @@ def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
             )
         config = without_architecture(config)
         base = without_architecture(base)
+    given = [f"--{name}" for name in TRANSFORMER if name in settings]
+    if given and not set(config.model) & set(SEQUENCE_MODELS):
+        raise ExperimentError(
+            f"{', '.join(given)} only applies to --model=transformer; drop the flag or add "
+            "the model."
+        )
     given = [f"--{name}" for name in RAY_ONLY if name in settings]
     if given and not config.ray_address:
         raise ExperimentError(
@@ -299,7 +315,7 @@ def validate(config: ExperimentConfig) -> None:
         )
     for name, least in (
         ("train_size", 1), ("test_size", 1), ("epochs", 1), ("probe_size", 1),
-        ("histogram_every", 0), ("task_retries", 0),
+        ("histogram_every", 0), ("task_retries", 0), ("heads", 1), ("sequence_length", 1),
     ):
         value = getattr(config, name)
         if not _is_int(value) or value < least:
@@ -358,7 +374,20 @@ def validate(config: ExperimentConfig) -> None:
             keras.optimizers.get(optimizer)
         except (TypeError, ValueError):
             raise ExperimentError(f"Unknown Keras optimizer {optimizer!r}.") from None
+    if config.layer_norm not in LAYER_NORMS:
+        raise ExperimentError(
+            f"--layer_norm must be pre or post (LayerNorm before each block's branch, as in "
+            f"GPT-2, or after each residual add, as in BERT), got {config.layer_norm!r}."
+        )
+    if "transformer" in config.model:
+        for width in config.width:
+            if width % config.heads:
+                raise ExperimentError(
+                    f"--heads={config.heads} must divide --width={width}: each attention "
+                    "head gets width / heads units."
+                )
     data.check_name(config.dataset)
+    check_task(config.model, config.dataset, sequence=data.is_sequence_task(config.dataset))
     if config.strategy not in STRATEGIES:
         raise ExperimentError(
             f"--strategy must be one of {', '.join(STRATEGIES)}, got {config.strategy!r}."
@@ -368,6 +397,33 @@ def validate(config: ExperimentConfig) -> None:
             f"--cpus_per_task must be > 0 and --gpus_per_task >= 0, got "
             f"{config.cpus_per_task} and {config.gpus_per_task}."
         )
+
+
+def check_task(models: Sequence[str], dataset: str, *, sequence: bool | None) -> None:
+    """Refuses a built-in model that does not fit the dataset's task: the Transformer
+    needs a sequence task (token ids in, each position's next token out), the other
+    built-in models a classification task. `sequence`: whether the dataset is a sequence
+    task; None when not known before loading it (an `.npz` file or arrays).
+
+    Raises:
+        ExperimentError: one line naming the model, the dataset and what fits.
+    """
+    if sequence is None:
+        return
+    for model in models:
+        if is_own_model(model):
+            continue
+        if sequence and model not in SEQUENCE_MODELS:
+            raise ExperimentError(
+                f"--model={model} classifies whole examples, but {dataset} is a sequence "
+                "task (a label per token); use --model=transformer or your own sequence model."
+            )
+        if not sequence and model in SEQUENCE_MODELS:
+            raise ExperimentError(
+                f"--model={model} is a language model (token ids in, a next token per "
+                f"position out), but {dataset} is a classification task; use "
+                "--dataset=sonnets, text:PATH or npz:PATH with token labels of shape (n, T)."
+            )
 
 
 def _is_int(value: Any) -> bool:

@@ -31,9 +31,10 @@ SWEEP = " A comma-separated list sweeps it (the grid of every listed setting)."
 flags.DEFINE_list(
     "model",
     None,
-    "Architecture(s): mlp, cnn, resmlp, resnet (residual blocks), or your own: "
-    "package.module:function (a function "
-    "(input_shape, num_classes) -> keras.Model ending in a softmax) or path/to/model.keras "
+    "Architecture(s): mlp, cnn, resmlp, resnet (residual blocks), transformer (a GPT "
+    "language model, for text datasets), or your own: package.module:function (a function "
+    "(input_shape, num_classes) -> keras.Model ending in a softmax, per token for a "
+    "sequence task) or path/to/model.keras "
     "(a saved model's architecture). Every arm re-draws your model's kernels with "
     "keras_inits.reinitialize; --depth, --width, --activation and --normalization do not "
     "apply to it."
@@ -43,14 +44,16 @@ flags.DEFINE_list(
 flags.DEFINE_list(
     "depth",
     None,
-    "Number of hidden layers (mlp, cnn) or of residual blocks (resmlp, resnet)."
+    "Number of hidden layers (mlp, cnn), of residual blocks (resmlp, resnet) or of "
+    "Transformer layers (transformer: attention and feed-forward each)."
     + SWEEP
     + FROM_PRESET,
 )
 flags.DEFINE_list(
     "width",
     None,
-    "Units (mlp, resmlp) or filters (cnn, resnet) per layer." + SWEEP + FROM_PRESET,
+    "Units (mlp, resmlp), filters (cnn, resnet) or the residual stream's width "
+    "(transformer) per layer." + SWEEP + FROM_PRESET,
 )
 flags.DEFINE_list(
     "activation", None, "Keras activation name of the built-in models." + SWEEP + FROM_PRESET
@@ -62,6 +65,17 @@ flags.DEFINE_list(
     + SWEEP
     + FROM_PRESET,
 )
+flags.DEFINE_integer(
+    "heads", None, "Attention heads of --model=transformer; they divide --width." + FROM_PRESET
+)
+flags.DEFINE_enum(
+    "layer_norm",
+    None,
+    ["pre", "post"],
+    "LayerNorm placement in --model=transformer: pre (x + f(LN(x)), GPT-2) or post "
+    "(LN(x + f(x)), the original Transformer and BERT; DeepNorm's scheme:deepnet arm "
+    "scales the shortcut by its alpha)." + FROM_PRESET,
+)
 flags.DEFINE_string(
     "fallback_initializer",
     None,
@@ -72,7 +86,17 @@ flags.DEFINE_string(
     "the layers a conv-only arm cannot initialize are drawn as in the xavier_normal arm.",
 )
 flags.DEFINE_string(
-    "dataset", None, "shapeset, npz:PATH, mnist, fashion_mnist or cifar10." + FROM_PRESET
+    "dataset",
+    None,
+    "shapeset; sonnets or text:PATH (character-level language modelling: a shipped "
+    "public-domain text, or any UTF-8 file); npz:PATH (labels (n,) to classify, or token "
+    "ids and labels (n, T) for a sequence task); mnist, fashion_mnist or cifar10 (online)."
+    + FROM_PRESET,
+)
+flags.DEFINE_integer(
+    "sequence_length",
+    None,
+    "Characters per example of a text dataset (sonnets, text:PATH)." + FROM_PRESET,
 )
 flags.DEFINE_list(
     "seeds",
@@ -87,7 +111,10 @@ flags.DEFINE_integer(
 )
 
 # Shared flags that map one to one onto an `ExperimentConfig` field.
-SETTINGS = ("model", "depth", "width", "fallback_initializer", "dataset", "probe_size")
+SETTINGS = (
+    "model", "depth", "width", "heads", "layer_norm", "fallback_initializer", "dataset",
+    "sequence_length", "probe_size",
+)
 # List flags (swept settings and seeds) and the type of their values.
 LIST_TYPES = {
     "model": str,
@@ -101,7 +128,9 @@ LIST_TYPES = {
     "seeds": int,
 }
 # Shared flags that set the model (for diagnose's --saved_model, which brings its own).
-ARCHITECTURE = ("model", "depth", "width", "activation", "normalization")
+ARCHITECTURE = (
+    "model", "depth", "width", "activation", "normalization", "heads", "layer_norm"
+)
 
 
 def settings_from_flags(values: flags.FlagValues, names: Iterable[str]) -> dict:

@@ -173,12 +173,7 @@ def inspect(
     if len(config.model) == 1 and config.model[0].endswith(".keras"):
         return _inspect_saved(config, config.model[0], with_labels)
     dataset = _load_data(config)
-    for image_model in ("cnn", "resnet"):
-        if image_model in config.model and len(dataset.input_shape) != 3:
-            raise ExperimentError(
-                f"--model={image_model} needs image inputs (height, width, channels); "
-                f"{config.dataset} has inputs of shape {dataset.input_shape}."
-            )
+    models.check_data(config.model, dataset)
     labels = True if with_labels is None else with_labels
     batch = _dataset_batch(config, dataset, labels)
     swept = [name for name in config.swept() if name in ("model", *ARCHITECTURE)]
@@ -228,7 +223,9 @@ def _load_data(config: ExperimentConfig) -> data_lib.Dataset:
         dataset = data_lib.load("shapeset", config.probe_size, 1)
         return dataclasses.replace(dataset, num_classes=len(shapeset.CLASSES))
     # Already in memory (keras.datasets) or read whole (npz): cut as compare does.
-    return data_lib.load(config.dataset, config.train_size, config.test_size)
+    return data_lib.load(
+        config.dataset, config.train_size, config.test_size, config.sequence_length
+    )
 
 
 def _dataset_batch(config: ExperimentConfig, dataset: data_lib.Dataset, labels: bool) -> Batch:

@@ -1,16 +1,18 @@
-"""The compared architectures: the built-in MLP, CNN and residual networks, or your own model.
+"""The compared architectures: the built-in MLP, CNN, residual networks and Transformer, or
+your own model.
 
 Built-in models (`build`): the MLP's and CNN's layers with weights are `hidden_1` ...
 `hidden_N` and `output` (softmax); the residual networks' are `stem`, `block<i>_1` and
-`block<i>_2` in each block, and `output`. Biases start at zero. Every kernel initializer
+`block<i>_2` in each block, and `output`; the Transformer's are described in
+`experiments.transformer`. Biases start at zero. Every kernel initializer
 is a copy of the one spec reseeded with `layer_seed(seed, index)`, so no two layers share a
 kernel (even when the spec names a seed) and the same (spec, seed) always builds
 the same model.
 
 Your own model (`own_model`): `--model=package.module:function`, a function
 `(input_shape, num_classes) -> keras.Model`, or `--model=path/to/model.keras`.
-`initialize` builds a run's model either way and, where needed (your own model,
-or an initializer that refuses some kernel of a built-in one), re-draws its
+`initialize` builds a run's model either way and, where needed (your own model, the
+Transformer, or an initializer that refuses some kernel of a built-in one), re-draws its
 kernels with `keras_inits.reinitialize(..., fallback=...)`.
 """
 
@@ -23,9 +25,11 @@ import keras
 import numpy as np
 
 import keras_inits
+from experiments import transformer
 from experiments.engine import strategies
 from experiments.errors import ExperimentError
 from experiments.specs import (
+    SEQUENCE_MODELS,
     check_model,
     is_builtin,
     lsuv_settings,
@@ -69,6 +73,8 @@ def build(
     initializer: str,
     seed: int,
     normalization: str | None = None,
+    heads: int = 4,
+    layer_norm: str = "pre",
 ) -> keras.Model:
     """A functional model ending in a softmax layer `output`.
 
@@ -82,8 +88,16 @@ def build(
         initializer: a spec `keras_inits.get` accepts, used for every kernel.
         seed: the run's seed; layer i's initializer gets `layer_seed(seed, i)`.
         normalization: of the residual blocks: "none" (or None), "batch" or "layer".
+        heads, layer_norm: the Transformer's (`experiments.transformer.build`; "transformer"
+            takes `input_shape` (T,) of token ids and `num_classes` as its vocabulary).
     """
     base = keras_inits.get(initializer)
+    if kind == "transformer":
+        return transformer.build(
+            sequence_length=input_shape[0], vocabulary_size=num_classes, depth=depth,
+            width=width, heads=heads, activation=activation, layer_norm=layer_norm,
+            initializer=keras_inits.reseed(base, layer_seed(seed, 1)),
+        )
 
     def kernel(index: int) -> keras.initializers.Initializer:
         return keras_inits.reseed(base, layer_seed(seed, index))
@@ -123,7 +137,9 @@ def build(
     elif kind in ("resmlp", "resnet"):
         x = _residual(kind, x, depth, width, activation, normalization, kernel)
     else:
-        raise ValueError(f"Unknown model kind {kind!r}; choose mlp, cnn, resmlp or resnet.")
+        raise ValueError(
+            f"Unknown model kind {kind!r}; choose mlp, cnn, resmlp, resnet or transformer."
+        )
     outputs = keras.layers.Dense(
         num_classes,
         "softmax",
@@ -191,11 +207,35 @@ def _residual(kind, x, depth, width, activation, normalization, kernel):
     return x
 
 
+def check_data(kinds: tuple[str, ...], data: Dataset) -> None:
+    """Refuses built-in models that do not fit the loaded dataset: the image models
+    (cnn, resnet) need (height, width, channels) inputs, the Transformer a sequence task
+    and the others a classification task (see `config.check_task`).
+
+    Raises:
+        ExperimentError: one line naming the model and the dataset's shape or task.
+    """
+    from experiments.config import check_task  # config imports this module lazily
+
+    for image_model in ("cnn", "resnet"):
+        if image_model in kinds and (len(data.input_shape) != 3 or data.is_sequence):
+            raise ExperimentError(
+                f"--model={image_model} needs image inputs (height, width, channels); "
+                f"{data.name} has inputs of shape {data.input_shape}."
+            )
+    check_task(kinds, data.name, sequence=data.is_sequence)
+
+
 # ---- Your own model, and initializers that refuse some kernels ---------------------------
 
 
 def own_model(
-    spec: str, *, input_shape: tuple[int, ...], num_classes: int, x_sample: np.ndarray
+    spec: str,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    x_sample: np.ndarray,
+    sequence: bool = False,
 ) -> keras.Model:
     """Your own model: `function(input_shape, num_classes)` called, or the `.keras` file
     loaded (architecture and weights, not compiled), checked against the data.
@@ -205,7 +245,9 @@ def own_model(
     `(None, num_classes)` holding probabilities (rows >= 0 summing to 1): the
     harness trains every model with sparse categorical cross-entropy on softmax
     outputs, so a model that ends in logits is refused, with a message saying to
-    end it with a softmax.
+    end it with a softmax. For a sequence task (`sequence`: token ids `(None, T)` in),
+    the output is each position's probabilities over the vocabulary, `(None, T,
+    num_classes)`.
 
     Raises:
         ExperimentError: one line naming the problem.
@@ -237,7 +279,7 @@ def own_model(
                 f"--model={spec}: {made} returned a {type(model).__name__}; it must return "
                 "a keras.Model."
             )
-    _check_fits(model, spec, made, input_shape, num_classes, x_sample)
+    _check_fits(model, spec, made, input_shape, num_classes, x_sample, sequence)
     return model
 
 
@@ -248,6 +290,7 @@ def _check_fits(
     input_shape: tuple[int, ...],
     num_classes: int,
     x_sample: np.ndarray,
+    sequence: bool,
 ) -> None:
     try:
         inputs = model.inputs  # Functional and Sequential models with an Input
@@ -274,17 +317,21 @@ def _check_fits(
             f"--model={spec}: {made} cannot take the dataset's inputs of shape "
             f"{(None, *input_shape)}: {type(error).__name__}: {reason(error)}"
         ) from None
+    wanted = (*input_shape, num_classes) if sequence else (num_classes,)
+    what = (
+        f"probabilities over the {num_classes} tokens at each of the {input_shape[0]} positions"
+        if sequence else f"probabilities over the dataset's {num_classes} classes"
+    )
     if isinstance(outputs, (list, tuple, dict)):
         raise ExperimentError(
-            f"--model={spec}: {made} has several outputs; the harness needs one, class "
-            f"probabilities of shape (None, {num_classes})."
+            f"--model={spec}: {made} has several outputs; the harness needs one, {what}, of "
+            f"shape {(None, *wanted)}."
         )
     values = keras.ops.convert_to_numpy(outputs)
-    if tuple(values.shape[1:]) != (num_classes,):
+    if tuple(values.shape[1:]) != wanted:
         raise ExperimentError(
             f"--model={spec}: {made} outputs shape {(None, *values.shape[1:])}; the harness "
-            f"needs (None, {num_classes}): probabilities over the dataset's {num_classes} "
-            "classes."
+            f"needs {(None, *wanted)}: {what}."
         )
     if not (np.all(values >= 0) and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3)):
         raise ExperimentError(
@@ -324,12 +371,19 @@ def initialize(
     fallback: str,
     seed: int,
     normalization: str | None = None,
+    heads: int = 4,
+    layer_norm: str = "pre",
+    sequence: bool = False,
 ) -> Initialized:
     """The model of one run, every kernel drawn from `initializer` and the run's `seed`.
 
     - a scheme (`scheme:NAME(...)`, see `specs.scheme_settings`): the model built or
       loaded with `fallback`, then `keras_inits.reinitialize(model, scheme=NAME,
       seed=seed, **params)`; the kernels the scheme does not specify keep `fallback`'s.
+      DeepNet's alpha, which belongs to the block, goes into the post-LN Transformer's
+      `ResidualScale` layers (`experiments.transformer`).
+    - the Transformer: built with `fallback`, then re-drawn like your own model, by
+      `keras_inits.reinitialize`, which knows the attention kernels' fans.
 
     - `mlp`/`cnn` with an initializer that takes every kernel: `build`, as
       always (each layer's initializer reseeded with `layer_seed`).
@@ -351,13 +405,21 @@ def initialize(
         model = initialize(
             kind, input_shape=input_shape, num_classes=num_classes, x_sample=x_sample,
             depth=depth, width=width, activation=activation, initializer=fallback,
-            fallback=fallback, seed=seed, normalization=normalization,
+            fallback=fallback, seed=seed, normalization=normalization, heads=heads,
+            layer_norm=layer_norm, sequence=sequence,
         ).model
         name, params = scheme
-        return Initialized(
-            model, (), keras_inits.reinitialize(model, scheme=name, seed=seed, **params)
+        report = keras_inits.reinitialize(model, scheme=name, seed=seed, **params)
+        if "alpha" in report.notes:
+            transformer.set_residual_scale(model, report.notes["alpha"])
+        return Initialized(model, (), report)
+    if kind in SEQUENCE_MODELS:
+        model = build(
+            kind, input_shape=input_shape, num_classes=num_classes, depth=depth, width=width,
+            activation=activation, initializer=fallback, seed=seed, heads=heads,
+            layer_norm=layer_norm,
         )
-    if is_builtin(kind):
+    elif is_builtin(kind):
         settings = dict(
             input_shape=input_shape,
             num_classes=num_classes,
@@ -378,7 +440,10 @@ def initialize(
         except ValueError as error:
             raise ValueError(f"the fallback {fallback} cannot either: {reason(error)}") from None
     else:
-        model = own_model(kind, input_shape=input_shape, num_classes=num_classes, x_sample=x_sample)
+        model = own_model(
+            kind, input_shape=input_shape, num_classes=num_classes, x_sample=x_sample,
+            sequence=sequence,
+        )
     try:
         report = keras_inits.reinitialize(model, initializer, seed=seed, fallback=fallback)
     except ValueError as error:
@@ -435,6 +500,9 @@ def _initialize_run(
             width=cell.width,
             activation=cell.activation,
             normalization=cell.normalization,
+            heads=config.heads,
+            layer_norm=config.layer_norm,
+            sequence=data.is_sequence,
             # LSUV starts from its own orthonormal draw of every kernel.
             initializer="orthogonal" if lsuv is not None else initializer,
             fallback=config.fallback_initializer,

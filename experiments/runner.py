@@ -89,12 +89,10 @@ def _compare(
     groups = plan(config, finished)
     if config.ray_address:  # first: workers warm up while the data loads and models build
         cluster.warm_up(config, len(groups))
-    data = data_lib.load(config.dataset, config.train_size, config.test_size)
-    if "cnn" in config.model and len(data.input_shape) != 3:
-        raise ExperimentError(
-            f"--model=cnn needs image inputs (height, width, channels); {config.dataset} "
-            f"has inputs of shape {data.input_shape}."
-        )
+    data = data_lib.load(
+        config.dataset, config.train_size, config.test_size, config.sequence_length
+    )
+    models.check_data(config.model, data)
     checked = _check_initializers_fit(config, data)
     live = progress is print and config.verbose == 0 and sys.stdout.isatty()
     live = live and not config.ray_address  # Ray's tasks report when they end
@@ -152,6 +150,7 @@ def _compare(
         details=_load_details(root, entries),
         chance=data.chance_accuracy,
         num_classes=data.num_classes,
+        sequence=data.is_sequence,
     )
     results = files.join(root, report.REPORT_NAME)
     progress(f"results: {results}; tensorboard --logdir {config.logdir}")

@@ -22,9 +22,13 @@ from typing import Any
 
 from experiments.errors import ExperimentError
 
-MODELS = ("mlp", "cnn", "resmlp", "resnet")  # built-in; --model also takes your own
+MODELS = ("mlp", "cnn", "resmlp", "resnet", "transformer")  # built-in; also your own
 # The built-in residual networks, which take --normalization.
 RESIDUAL_MODELS = ("resmlp", "resnet")
+# The built-in models of sequence tasks (token ids in, next-token probabilities out).
+SEQUENCE_MODELS = ("transformer",)
+# Where the built-in Transformer's LayerNorms sit (--layer_norm; experiments.transformer).
+LAYER_NORMS = ("pre", "post")
 LSUV = "lsuv"  # the data-dependent spec (see `lsuv_settings`)
 SCHEME = "scheme:"  # an arm that applies a keras_inits scheme (see `scheme_settings`)
 # Model functions passed from Python (`experiments.run(model=fn)`) that no import reaches.

@@ -109,7 +109,9 @@ def tf_histograms(tensors: Sequence[Any], bins: int = BINS, grouped: bool = Fals
         matrices.append(tf.reshape(values, [models, -1]))
     by_size: dict[int, list[int]] = {}
     for index, matrix in enumerate(matrices):
-        by_size.setdefault(int(matrix.shape[1]), []).append(index)
+        # A size unknown when tracing (a dimension some op left dynamic) is bucketed alone.
+        size = matrix.shape[1]
+        by_size.setdefault(int(size) if size is not None else -1 - index, []).append(index)
     parts, order = [], []
     for size, members in by_size.items():
         # At most _ROW_BUDGET values a batch: a stack of every activation of a deep CNN
@@ -213,13 +215,24 @@ class Snapshot:
             _stats_to_numpy(list(stream)),
         )
 
-    def profile(self) -> dict[str, list]:
-        """Per-layer lists (JSON-ready), as the harness's report reads them."""
+    def profile(self) -> dict[str, Any]:
+        """Per-layer lists (JSON-ready), as the harness's report reads them; with a residual
+        stream, `stream`: its blocks' tags and their output and gradient std."""
 
         def column(key: str) -> list[float | None]:
             return [_finite_or_none(row[key]) for row in self.statistics]
 
+        stream = {}
+        if self.blocks:
+            stream["stream"] = {
+                "blocks": list(self.blocks),
+                **{
+                    key: [_finite_or_none(row[key]) for row in self.stream]
+                    for key in ("output_std", "gradient_std")
+                },
+            }
         return {
+            **stream,
             "activation_mean": column("output_mean"),
             "activation_std": column("output_std"),
             "activation_gradient_std": column("gradient_std"),

@@ -1,8 +1,11 @@
-"""Datasets the harness trains on: Shapeset-3x2, `.npz` files and `keras.datasets`.
+"""Datasets the harness trains on: Shapeset-3x2, text, `.npz` files and `keras.datasets`.
 
-`--dataset` takes `shapeset` (synthesized, no download), `npz:PATH` (a NumPy
+`--dataset` takes `shapeset` (synthesized, no download), `sonnets` or `text:PATH`
+(character-level language modelling, see `experiments.data.text`), `npz:PATH` (a NumPy
 archive with `x_train`, `y_train` and optionally `x_test`, `y_test`) or one of
-`KERAS_DATASETS` (downloaded by Keras, so only for users who are online). From
+`KERAS_DATASETS` (downloaded by Keras, so only for users who are online). Labels of
+shape (n,) make a classification task; labels of shape (n, T) with integer inputs of the
+same shape make a sequence task (token ids in, each position's next token out). From
 Python (`experiments.run`), arrays already in memory take part too: `register_arrays`
 names them `arrays:<digest of their contents>`, a name this process then loads like
 any other (the same arrays always get the same name, so a comparison resumes).
@@ -30,11 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.data import shapeset
+from experiments.data import shapeset, text
 from experiments.errors import ExperimentError
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
 NPZ_PREFIX = "npz:"
+# Character-level text: the shipped one by name, any file by path.
+TEXT_DATASETS = ("sonnets",)
+TEXT_PREFIX = "text:"
+# --sequence_length's default: characters per window of a text dataset.
+SEQUENCE_LENGTH = 64
 ARRAYS_PREFIX = "arrays:"
 # Fixed, so every seed and every initializer sees the same synthesized examples;
 # the test set is drawn with SHAPESET_SEED + 1, independently of the train set.
@@ -46,7 +54,13 @@ _REGISTERED: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarr
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Arrays of one dataset: images (or vectors) and integer class labels."""
+    """Arrays of one dataset: images (or vectors) and integer class labels, or int32
+    token windows (n, T) and each position's next token (n, T).
+
+    Attributes:
+        num_classes: the classes, or the vocabulary's size (tokens 0..num_classes-1).
+        vocabulary: a text dataset's characters (token i is `vocabulary[i]`), else None.
+    """
 
     name: str
     x_train: np.ndarray
@@ -54,22 +68,41 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    vocabulary: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     @property
+    def is_sequence(self) -> bool:
+        """Whether every position has a label (a language model's task)."""
+        return self.y_train.ndim == 2
+
+    @property
+    def prior_loss(self) -> float:
+        """The entropy (nats) of the training labels' frequencies: the cross-entropy of a
+        model that predicts each class's (or token's) frequency whatever its input, the
+        loss a model reaches by learning nothing but the labels' distribution (for text,
+        the unigram model of characters)."""
+        counts = np.bincount(self.y_train.ravel())
+        frequencies = counts[counts > 0] / self.y_train.size
+        return float(-(frequencies * np.log(frequencies)).sum())
+
+    @property
     def chance_accuracy(self) -> float:
-        """The test accuracy of always predicting the test set's most frequent class:
-        what a model that learned nothing about the inputs reaches (1/num_classes on
-        balanced classes, more on unbalanced ones)."""
-        return float(np.bincount(self.y_test).max() / len(self.y_test))
+        """The test accuracy of always predicting the test set's most frequent class (or
+        token): what a model that learned nothing about the inputs reaches (1/num_classes
+        on balanced classes, more on unbalanced ones)."""
+        return float(np.bincount(self.y_test.ravel()).max() / self.y_test.size)
 
 
 def check_name(name: str) -> None:
     """Rejects an unknown dataset or an unreadable `.npz` before any work is done."""
-    if name == "shapeset" or name in KERAS_DATASETS:
+    if name == "shapeset" or name in KERAS_DATASETS or name in TEXT_DATASETS:
+        return
+    if name.startswith(TEXT_PREFIX):
+        text.read(Path(name[len(TEXT_PREFIX) :]))
         return
     if name.startswith(NPZ_PREFIX):
         _read_npz(Path(name[len(NPZ_PREFIX) :]), arrays=False)
@@ -81,17 +114,45 @@ def check_name(name: str) -> None:
                 "(experiments.run(data=...)) rather than their name."
             )
         return
-    choices = ", ".join(("shapeset", *KERAS_DATASETS, "npz:PATH"))
+    choices = ", ".join(("shapeset", *TEXT_DATASETS, "text:PATH", "npz:PATH", *KERAS_DATASETS))
     raise ExperimentError(f"Unknown dataset {name!r}; choose one of {choices}.")
 
 
-def load(name: str, train_size: int, test_size: int) -> Dataset:
+def is_text(name: str) -> bool:
+    """Whether `name` is a character-level text dataset (`sonnets`, `text:PATH`)."""
+    return name in TEXT_DATASETS or name.startswith(TEXT_PREFIX)
+
+
+def is_sequence_task(name: str) -> bool | None:
+    """Whether the dataset `name` is a sequence task, when its name tells: text is, Shapeset
+    and the Keras datasets are not; None for files and arrays, known once loaded."""
+    if is_text(name):
+        return True
+    if name == "shapeset" or name in KERAS_DATASETS:
+        return False
+    return None
+
+
+def load(
+    name: str, train_size: int, test_size: int, sequence_length: int = SEQUENCE_LENGTH
+) -> Dataset:
     """Loads `name` and keeps the first `train_size` / `test_size` examples.
 
     Shapeset is synthesized with exactly these sizes; other datasets are cut to
-    them (or keep all they have when they are smaller).
+    them (or keep all they have when they are smaller). A text dataset is cut into
+    windows of `sequence_length` characters (see `experiments.data.text`); the sizes
+    count windows.
     """
     check_name(name)
+    if is_text(name):
+        path = text.SONNETS if name in TEXT_DATASETS else Path(name[len(TEXT_PREFIX) :])
+        content = text.read(path)
+        (x_train, y_train), (x_test, y_test) = text.windows(content, sequence_length)
+        vocabulary = text.vocabulary(content)
+        return Dataset(
+            name, x_train[:train_size], y_train[:train_size], x_test[:test_size],
+            y_test[:test_size], len(vocabulary), vocabulary,
+        )
     if name == "shapeset":
         x_train, y_train = cached_shapeset(train_size, SHAPESET_SEED)
         x_test, y_test = cached_shapeset(test_size, SHAPESET_SEED + 1)
@@ -116,7 +177,10 @@ def load(name: str, train_size: int, test_size: int) -> Dataset:
             f"{name}: training inputs are {x_train.shape[1:]} per example but test inputs "
             f"{x_test.shape[1:]}; both splits need the same shape."
         )
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    labels = [y_train, y_test]
+    if y_train.ndim == 2:  # tokens: the inputs are ids of the same vocabulary
+        labels += [x_train, x_test]
+    num_classes = int(max(array.max() for array in labels)) + 1
     return Dataset(name, x_train, y_train, x_test, y_test, num_classes)
 
 
@@ -263,14 +327,17 @@ def _read_npz(path: Path, arrays: bool = True) -> tuple:
 
 
 def _prepare(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 inputs (integer images mapped to [-1, 1]) and int32 labels of shape (n,)."""
+    """float32 inputs (integer images mapped to [-1, 1]) and int32 labels of shape (n,);
+    or, for labels of shape (n, T) (a sequence task), int32 token ids of that shape."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] == 1:  # cifar10 stores labels as (n, 1)
         y = y[:, 0]
+    if y.ndim == 2:
+        return _prepare_tokens(name, np.asarray(x), y)
     if y.ndim != 1 or len(y) != len(x) or len(x) == 0:
         raise ExperimentError(
             f"{name}: expected non-empty x of shape (n, ...) and integer labels of "
-            f"shape (n,), got x {x.shape} and y {y.shape}."
+            f"shape (n,) (or (n, T) for a sequence task), got x {x.shape} and y {y.shape}."
         )
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
         raise ExperimentError(f"{name}: labels must be integers >= 0, got dtype {y.dtype}.")
@@ -279,3 +346,19 @@ def _prepare(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.nd
     if x.ndim == 3:  # grey images without a channel axis (mnist)
         x = x[..., None]
     return x.astype(np.float32), y.astype(np.int32)
+
+
+def _prepare_tokens(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int32 token ids (n, T) and their labels (n, T), both integers >= 0."""
+    if x.shape != y.shape or len(x) == 0:
+        raise ExperimentError(
+            f"{name}: labels of shape {y.shape} make a sequence task, which needs token ids "
+            f"of the same shape (n, T), got inputs of shape {x.shape}."
+        )
+    for what, array in (("token ids", x), ("labels", y)):
+        if not np.issubdtype(array.dtype, np.integer) or array.min() < 0:
+            raise ExperimentError(
+                f"{name}: a sequence task's {what} must be integers >= 0, got dtype "
+                f"{array.dtype}."
+            )
+    return x.astype(np.int32), y.astype(np.int32)

@@ -31,21 +31,25 @@ NONFINITE_BATCH = "nonfinite_batch"
 
 
 def arm_values(y: Any, outputs: dict[str, Any], names: Sequence[str]) -> tuple[Any, Any]:
-    """Each tower's cross-entropy and correctness (1.0 or 0.0) per example, as
-    `(towers, batch)` float32 tensors, with Keras's own functions, as its
-    `SparseCategoricalCrossentropy` and accuracy metrics call them: from the softmax's
-    logits when the output keeps them (so per tower, before any stacking)."""
+    """Each tower's cross-entropy and correctness (1.0 or 0.0) per example (per token in
+    a sequence task: labels `(batch, T)`), as `(towers, examples)` float32 tensors, with
+    Keras's own functions, as its `SparseCategoricalCrossentropy` and accuracy metrics
+    call them: from the softmax's logits when the output keeps them (so per tower, before
+    any stacking)."""
     cross_entropy, correct = [], []
     for name in names:
         predictions = outputs[name]
         cross_entropy.append(keras.losses.sparse_categorical_crossentropy(y, predictions))
         correct.append(keras.metrics.sparse_categorical_accuracy(y, predictions))
-    as_float = [tf.cast(tf.stack(values), tf.float32) for values in (cross_entropy, correct)]
+    as_float = [
+        tf.reshape(tf.cast(tf.stack(values), tf.float32), (len(names), -1))
+        for values in (cross_entropy, correct)
+    ]
     return as_float[0], as_float[1]
 
 
 class GroupMetrics(keras.metrics.Metric):
-    """Each tower's mean cross-entropy and accuracy over the examples seen, and the
+    """Each tower's mean cross-entropy and accuracy over the examples (or tokens) seen, and the
     1-based batch at which its predictions first held a NaN or an infinity (0 while
     finite), for all towers at once. Keras resets it at every epoch's start.
 
@@ -121,14 +125,15 @@ class GroupEvaluation:
         self._sums = None
 
     def __call__(self, x: Any, y: Any) -> dict[str, dict[str, float]]:
-        """By tower name: `{"loss": ..., "accuracy": ...}` over the examples of (x, y)."""
+        """By tower name: `{"loss": ..., "accuracy": ...}` over the examples of (x, y) (over
+        their tokens, for labels `(n, T)`)."""
         if self._sums is None:
             self._sums = self._trace(x, y)
         totals = np.zeros((len(self.names), 2))
         for start in range(0, len(x), self.batch):
             stop = start + self.batch
             totals += self._sums(x[start:stop], y[start:stop]).numpy()
-        means = totals / len(x)
+        means = totals / np.size(y)
         return {
             name: {"loss": float(loss), "accuracy": float(accuracy)}
             for name, (loss, accuracy) in zip(self.names, means, strict=True)

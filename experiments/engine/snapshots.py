@@ -1,7 +1,8 @@
 """One compiled snapshot for all the arms of a group.
 
 Each arm logs what `keras_inits.SignalHistograms` logs for a model (the same tags,
-statistics and buckets, into the arm's own run), but the group's arms share one
+statistics and buckets, into the arm's own run; the residual stream at each block's
+output too, in residual models), but the group's arms share one
 `tf.function`, and within it, one computation: the engine gives the signals of every
 arm as one grouped `Signals` (each tensor leading with the arms' axis: the stack's own
 layers, or the towers' tensors side by side), each statistic and histogram is computed
@@ -61,7 +62,9 @@ class GroupSnapshots:
         # The step of each arm's last histograms.
         self.last_histograms: dict[str, int] = {}
         # Each arm's histogram tags (in the order of its tensors) and their metadata.
-        self._metadata = [histogram_metadata(arm.probe().taps) for arm in self.arms]
+        self._metadata = [
+            histogram_metadata(arm.probe().taps, arm.probe().stream) for arm in self.arms
+        ]
         self._compiled = None
         self._key: tuple | None = None
 
@@ -74,20 +77,24 @@ class GroupSnapshots:
         key = self.engine.trace_key()  # frozen towers' kernels get no gradient: retrace
         if self._compiled is None or key != self._key:
             self._compiled, self._key = self._trace(), key
-        stats, buckets = self._compiled()
+        stats, stream, buckets = self._compiled()
         stats = [{key: value.numpy() for key, value in row.items()} for row in stats]
+        stream = [{key: value.numpy() for key, value in row.items()} for row in stream]
         buckets = buckets.numpy()
         snapshots = {}
         for index, (name, arm) in enumerate(zip(self.names, self.arms, strict=True)):
             if name not in wanted:
                 continue
             own = [{key: value[index] for key, value in row.items()} for row in stats]
+            own_stream = [{key: value[index] for key, value in row.items()} for row in stream]
             metadata = self._metadata[index]
             snapshot = snapshots[name] = Snapshot.from_tensors(
                 step,
                 arm.probe().taps,
                 own,
                 {tag: buckets[i, index] for i, tag in enumerate(metadata)},
+                arm.probe().stream,
+                own_stream,
             )
             write_snapshot(
                 arm.writer, snapshot, metadata, scalars=scalars, histograms=histograms
@@ -103,8 +110,10 @@ class GroupSnapshots:
         def compute():
             signals = engine.signals(probes)
             rows = signals.statistics()
-            buckets = tf_histograms(signals.per_layer_tensors(), bins, grouped=True)
-            return [{k: v for k, v in row.items() if v is not None} for row in rows], buckets
+            tensors = [*signals.per_layer_tensors(), *signals.stream_tensors()]
+            buckets = tf_histograms(tensors, bins, grouped=True)
+            rows = [{k: v for k, v in row.items() if v is not None} for row in rows]
+            return rows, signals.stream_statistics(), buckets
 
         # As SignalHistograms: no AutoGraph (it doubles tracing); the partial keeps TF
         # from counting each group's trace as a retrace of one function.

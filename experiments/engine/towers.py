@@ -40,13 +40,16 @@ def tower_name(index: int) -> str:
     return f"arm{index}"
 
 
-def build_group(arms: Sequence[keras.Model], input_shape: tuple[int, ...]) -> keras.Model:
-    """One model whose output `arm<i>` is `arms[i]` applied to the shared input.
+def build_group(
+    arms: Sequence[keras.Model], input_shape: tuple[int, ...], dtype: str = "float32"
+) -> keras.Model:
+    """One model whose output `arm<i>` is `arms[i]` applied to the shared input (of
+    `dtype`: int32 token ids for a sequence task).
 
     The arms are renamed `arm0`, `arm1`... (their layers keep their names, so every
     arm's TensorBoard tags stay the same).
     """
-    inputs = keras.Input(input_shape, name="inputs")
+    inputs = keras.Input(input_shape, dtype=dtype, name="inputs")
     outputs = {}
     for index, arm in enumerate(arms):
         arm.name = tower_name(index)
@@ -114,9 +117,11 @@ class Towers:
     # memory with your own model (the training batch, when larger, is known to).
     evaluation_batch = 256
 
-    def __init__(self, arms: Sequence[keras.Model], input_shape: tuple[int, ...]):
+    def __init__(
+        self, arms: Sequence[keras.Model], input_shape: tuple[int, ...], dtype: str = "float32"
+    ):
         self.arms = list(arms)
-        self.model = build_group(arms, input_shape)
+        self.model = build_group(arms, input_shape, dtype)
         self._shared: tuple[int, Any] | None = None  # (template arm, its compiled probe)
 
     def sync(self, names: Iterable[str]) -> None:
@@ -153,6 +158,9 @@ class Towers:
             kernel_gradients=side_by_side(2),
             kernel_values=side_by_side(3),
             grouped=True,
+            stream=probes[template].stream,
+            stream_outputs=side_by_side(5),
+            stream_gradients=side_by_side(6),
         )
 
     def _template(self) -> int:
@@ -169,7 +177,8 @@ class Towers:
 def _shared_probe(probe: SignalProbe, arm: keras.Model) -> Any:
     """`probe` (of `arm`) as a `tf.function` of the values of `arm.variables`: given
     another arm's of the same architecture, that arm's outputs, their gradients, the
-    kernels' gradients and the kernels, per tapped layer, and the loss."""
+    kernels' gradients and the kernels, per tapped layer, the loss, and the residual
+    stream and its gradient at each block (empty without `probe.stream`)."""
     variables = list(arm.variables)
 
     def compute(values):
@@ -178,7 +187,7 @@ def _shared_probe(probe: SignalProbe, arm: keras.Model) -> Any:
             kernels = [keras.ops.convert_to_tensor(kernel) for kernel in signals.kernels]
         return (
             signals.outputs, signals.output_gradients, signals.kernel_gradients, kernels,
-            signals.loss,
+            signals.loss, signals.stream_outputs, signals.stream_gradients,
         )
 
     return tf.function(compute, autograph=False, experimental_attributes={"_noinline": True})

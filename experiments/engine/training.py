@@ -210,7 +210,9 @@ def train_group(
             cell.optimizer, cell.learning_rate, config.momentum,
             config.clipnorm, config.global_clipnorm,
         )
-        engine = _engine([b.model for b in built], data.input_shape, optimizer)
+        engine = _engine(
+            [b.model for b in built], data.input_shape, optimizer, data.x_train.dtype.name
+        )
         group = engine.model
         towers.compile_group(
             group, optimizer, steps_per_execution(config, cell, len(data.x_train))
@@ -228,8 +230,6 @@ def train_group(
             every_n_steps=config.histogram_every or 1,
             loss=towers.LOSS,
             subdir="",
-            # The group's snapshots (GroupSnapshots) compute the layers' signals only.
-            stream=False,
         )
         signals.set_model(initialized.model)
         hparams.write_run(
@@ -286,7 +286,8 @@ def train_group(
         step = monitor.arm_step(log)
         first, final = initial[log.name], finals[log.name]
         results.append(
-            _result(arm, cell, seed, initialized, log, step, first, final, monitor, config)
+            _result(arm, cell, seed, initialized, log, step, first, final, monitor, config,
+                    data.prior_loss)
         )
     for arm, (_, details) in zip(arms, results, strict=True):
         files.write_text(files.join(arm.run_dir, RUN_DETAILS), json.dumps(details) + "\n")
@@ -341,14 +342,16 @@ def _engine(
     arms: Sequence[keras.Model],
     input_shape: tuple[int, ...],
     optimizer: keras.optimizers.Optimizer,
+    dtype: str = "float32",
 ) -> towers.Towers | stacked.StackedArms:
     """Stacked when the arms are MLPs of one shape and the optimizer updates each weight on
-    its own (`stacked.can_stack`) and the stack reproduces every arm; else towers."""
-    if stacked.can_stack(arms, optimizer):
+    its own (`stacked.can_stack`) and the stack reproduces every arm; else towers (fed
+    inputs of `dtype`)."""
+    if dtype == "float32" and stacked.can_stack(arms, optimizer):
         stack = stacked.StackedArms(arms, input_shape)
         if stack.matches_arms():
             return stack
-    return towers.Towers(arms, input_shape)
+    return towers.Towers(arms, input_shape, dtype)
 
 
 def _result(
@@ -362,8 +365,10 @@ def _result(
     final: Any,
     monitor: GroupMonitor,
     config: ExperimentConfig,
+    prior_loss: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One arm's summary entry and details."""
+    """One arm's summary entry and details (with the training labels' `prior_loss`, the
+    baseline a model that ignores its inputs reaches)."""
     history = {
         key: values if key in ("step", "epoch") else [_finite(float(v)) for v in values]
         for key, values in log.history.items()
@@ -391,6 +396,7 @@ def _result(
         "layers": initial.layers,
         "fallback": config.fallback_initializer if fallback_layers else None,
         "fallback_layers": fallback_layers,
+        "prior_loss": prior_loss,
         "history": history,
         "profiles": {
             "initial": {"step": 0, **initial.profile()},

@@ -15,7 +15,9 @@ from experiments.papers.replications import (
     HE2015,
     KLAMBAUER2017,
     MISHKIN2016,
+    RADFORD2019,
     SAXE2013,
+    WANG2022,
     XIAO2018,
     ZHANG2019,
     Replication,
@@ -204,6 +206,56 @@ PRESETS: dict[str, Preset] = {
                 "histogram_every": 250,
             },
             replication=ZHANG2019,
+        ),
+        Preset(
+            "radford2019",
+            "Radford et al. (2019), GPT-2: pre-LN Transformer language models of 2, 4 and 8 "
+            "layers on the Sonnets; unscaled N(0, 0.02) lets the residual stream grow with "
+            "depth, scheme:gpt2 (residual outputs / sqrt(2L)) keeps it level and trains at "
+            "least as well.",
+            {
+                "initializers": ("random_normal(stddev=0.02)", "scheme:gpt2"),
+                "model": ("transformer",),
+                "dataset": "sonnets",
+                "sequence_length": 64,
+                "depth": (2, 4, 8),
+                "width": 64,
+                "heads": 4,
+                "layer_norm": "pre",
+                "activation": "gelu",
+                "optimizer": "adam",
+                "learning_rate": 0.003,
+                "epochs": 6,
+                "seeds": (0, 1),
+                "histogram_every": 100,
+                "probe_size": 64,
+            },
+            replication=RADFORD2019,
+        ),
+        Preset(
+            "wang2022",
+            "Wang et al. (2022), DeepNet: post-LN Transformer language models of 2 and 12 "
+            "layers on the Sonnets, Adam without warm-up; at 12 layers xavier_normal learns "
+            "nothing past the characters' frequencies, scheme:deepnet (alpha in the blocks, "
+            "beta at init) trains.",
+            {
+                "initializers": ("xavier_normal", "scheme:deepnet"),
+                "model": ("transformer",),
+                "dataset": "sonnets",
+                "sequence_length": 64,
+                "depth": (2, 12),
+                "width": 64,
+                "heads": 4,
+                "layer_norm": "post",
+                "activation": "gelu",
+                "optimizer": "adam",
+                "learning_rate": 0.001,
+                "epochs": 2,
+                "seeds": (0, 1),
+                "histogram_every": 40,
+                "probe_size": 64,
+            },
+            replication=WANG2022,
         ),
     )
 }

@@ -556,3 +556,206 @@ ZHANG2019 = Replication(
     "width 64 (resmlp: x + W2 relu(W1 x)) on 8,000 Shapeset images, 5 epochs of SGD at 0.05",
     judge=judge_zhang2019,
 )
+
+
+_RADFORD = ("random_normal(stddev=0.02)", "scheme:gpt2")
+# The stream "stays level" under gpt2 when its std grows by less than this from the first
+# block to the last; the unscaled arm's "grows" when it grows by at least STREAM_GROWS at the
+# largest depth (and more at each larger depth).
+STREAM_LEVEL = 1.25
+STREAM_GROWS = 1.5
+# Test losses (nats per token) closer than this are "as good": the seeds of one arm spread
+# by 0.01-0.06 nats in the preset's runs (radford2019, 2 seeds).
+LOSS_TIE = 0.02
+
+
+def stream_growth(entries: Sequence[dict[str, Any]], details: Mapping[str, dict]) -> float | None:
+    """Mean over the seeds of the residual stream's std at the last block over the first's,
+    at step 0 (from each run's `run.json`); None without a recorded stream."""
+    ratios = []
+    for entry in entries:
+        profile = details.get(entry.get("run_dir", ""), {}).get("profiles", {}).get("initial", {})
+        stds = profile.get("stream", {}).get("output_std") or []
+        if len(stds) >= 2 and stds[0] and stds[-1] is not None:
+            ratios.append(stds[-1] / stds[0])
+    return statistics.mean(ratios) if ratios else None
+
+
+def _test_loss(entries: Sequence[dict[str, Any]]) -> float:
+    """Mean final test loss over the seeds; infinite when any seed diverged."""
+    if any(entry["status"] != "ok" or entry["final_test_loss"] is None for entry in entries):
+        return math.inf
+    return statistics.mean(entry["final_test_loss"] for entry in entries)
+
+
+def judge_radford2019(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """GPT-2's depth scaling, scaled down: in a pre-LN Transformer the residual stream grows
+    with depth at init under unscaled N(0, 0.02) and stays level under `gpt2` (residual
+    outputs / sqrt(2 L)); at a fixed budget the scaled arm is at least as good at every
+    depth and better at the largest."""
+    depths = _by_depth_and_family(groups, ("random_normal", "scheme:gpt2"))
+    depths = {
+        depth: found for depth, found in depths.items()
+        if all(spec.split("(")[0] in found for spec in _RADFORD)
+    }
+    if not depths:
+        return Finding(
+            [], False, "Not judged: no depth has both random_normal(stddev=0.02) and scheme:gpt2."
+        )
+    ordered = sorted(depths)
+    growth = {
+        depth: [stream_growth(depths[depth][name], details) for name in ("random_normal",
+                                                                          "scheme:gpt2")]
+        for depth in ordered
+    }
+    losses = {
+        depth: [_test_loss(depths[depth][name]) for name in ("random_normal", "scheme:gpt2")]
+        for depth in ordered
+    }
+    rows = []
+    for depth in ordered:
+        unscaled, scaled = growth[depth]
+        rows.append((
+            f"{depth} layers: stream std, last block / first, at init",
+            "grows with depth unscaled; level with 1/sqrt(2L)",
+            f"N(0, 0.02) {_times(unscaled)}, gpt2 {_times(scaled)}",
+        ))
+        rows.append((
+            f"{depth} layers: final test loss (bits/char)",
+            "gpt2 at least as good; better deeper",
+            f"N(0, 0.02) {_bits(losses[depth][0])}, gpt2 {_bits(losses[depth][1])}",
+        ))
+    unscaled = [growth[depth][0] for depth in ordered]
+    scaled = [growth[depth][1] for depth in ordered]
+    grows = None not in unscaled and all(
+        later > earlier for earlier, later in zip(unscaled, unscaled[1:], strict=False)
+    ) and unscaled[-1] >= STREAM_GROWS
+    level = None not in scaled and max(scaled) < STREAM_LEVEL
+    deep = ordered[-1]
+    as_good = all(losses[d][1] <= losses[d][0] + LOSS_TIE for d in ordered)
+    better = losses[deep][1] < losses[deep][0] - LOSS_TIE and all(
+        scaled_run["final_test_loss"] is not None
+        and (plain_run["final_test_loss"] is None
+             or scaled_run["final_test_loss"] < plain_run["final_test_loss"])
+        for plain_run, scaled_run in zip(
+            _by_seed(depths[deep]["random_normal"]), _by_seed(depths[deep]["scheme:gpt2"]),
+            strict=False,
+        )
+    )
+    sentence = (
+        f"at init the unscaled stream {'grows' if grows else 'does not grow'} with depth "
+        f"({', '.join(_times(value) for value in unscaled)} at {_listed_depths(ordered)} layers) "
+        f"while gpt2's {'stays level' if level else 'does not stay level'} "
+        f"({', '.join(_times(value) for value in scaled)}); gpt2's test loss is "
+        f"{'at least as good at every depth' if as_good else 'worse at some depth'} and "
+        f"{'lower' if better else 'not lower in every seed'} at {deep} layers "
+        f"({_bits(losses[deep][1])} vs {_bits(losses[deep][0])} bits/char)"
+    )
+    return verdict(rows, [grows, level, as_good, better], sentence)
+
+
+def _by_seed(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(entries, key=lambda entry: entry["seed"])
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}x"
+
+
+def _bits(nats: float) -> str:
+    return "diverged" if not math.isfinite(nats) else f"{nats / math.log(2):.3f}"
+
+
+def _listed_depths(depths: Sequence[int]) -> str:
+    return ", ".join(map(str, depths))
+
+
+RADFORD2019 = Replication(
+    paper="Radford et al. (2019), *Language Models are Unsupervised Multitask Learners* "
+    "(GPT-2), section 2.3",
+    reproduces="scaling the residual layers' weights at init by 1/sqrt(N), N residual layers, "
+    "keeps a pre-LN Transformer's residual stream level with depth (unscaled N(0, 0.02) lets "
+    "it grow), and the scaled model trains at least as well, better when deep",
+    scaled_down="GPT-2's 12-48 layers of width 768-1600 on WebText are pre-LN Transformers of "
+    "2, 4 and 8 layers of width 64 (4 heads, GELU) on the Sonnets, character-level (windows of "
+    "64), 6 epochs of Adam at 0.003, 2 seeds",
+    judge=judge_radford2019,
+)
+
+
+_WANG = ("xavier_normal", "scheme:deepnet")
+# An arm "learns only the characters' frequencies" when its final training loss is within this
+# of the training labels' prior loss (their entropy, in run.json); one that "trains" ends at
+# most LEARNS times the prior loss.
+PRIOR_MARGIN = 0.05
+LEARNS = 0.9
+
+
+def _prior_loss(entries: Sequence[dict[str, Any]], details: Mapping[str, dict]) -> float | None:
+    found = [
+        details[entry["run_dir"]]["prior_loss"] for entry in entries
+        if details.get(entry.get("run_dir", ""), {}).get("prior_loss") is not None
+    ]
+    return found[0] if found else None
+
+
+def _fails(entry: dict[str, Any], prior: float) -> bool:
+    return entry["status"] == "diverged" or entry["final_loss"] >= prior - PRIOR_MARGIN
+
+
+def _learns(entry: dict[str, Any], prior: float) -> bool:
+    return entry["status"] == "ok" and entry["final_loss"] <= LEARNS * prior
+
+
+def judge_wang2022(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """DeepNet's claim, scaled down: a deep post-LN Transformer trained with Adam and no
+    warm-up fails from Xavier's init (it diverges, or learns nothing past the characters'
+    frequencies), while DeepNorm (alpha in the blocks, beta at init) trains it; at a shallow
+    depth both train."""
+    depths = _by_depth_and_family(groups, _WANG)
+    depths = {depth: found for depth, found in depths.items() if len(found) == len(_WANG)}
+    if not depths:
+        return Finding([], False, "Not judged: no depth has both xavier_normal and scheme:deepnet.")
+    deep, shallow = max(depths), min(depths)
+    prior = _prior_loss([e for found in depths.values() for m in found.values() for e in m],
+                        details)
+    if prior is None:
+        return Finding([], False, "Not judged: the runs' run.json hold no prior_loss.")
+    rows = []
+    for depth in sorted(depths):
+        paper = {
+            deep: ("fails: diverges or stalls (Post-LN, no warm-up)", "trains (DeepNorm)"),
+            shallow: ("trains", "trains"),
+        }[depth]
+        for family, expected in zip(_WANG, paper, strict=True):
+            rows.append((f"{depth} layers, {family}", expected,
+                         describe_loss(depths[depth][family])))
+    xavier, deepnet = (depths[deep][family] for family in _WANG)
+    fails = all(_fails(entry, prior) for entry in xavier)
+    trains = all(_learns(entry, prior) for entry in deepnet)
+    sentence = (
+        f"at {deep} layers xavier_normal {'fails' if fails else 'does not fail'} in every "
+        f"seed ({_final_or_diverged(xavier)}; the characters' frequencies alone give "
+        f"{prior:.3f}) while scheme:deepnet {'trains' if trains else 'does not train'} "
+        f"({_final_or_diverged(deepnet)})"
+    )
+    checks = [fails, trains]
+    if shallow != deep:
+        both = all(
+            _learns(entry, prior) for family in _WANG for entry in depths[shallow][family]
+        )
+        checks.append(both)
+        sentence += f"; at {shallow} layers {'both train' if both else 'they do not both train'}"
+    return verdict(rows, checks, sentence)
+
+
+WANG2022 = Replication(
+    paper="Wang et al. (2022), *DeepNet: Scaling Transformers to 1,000 Layers*, arXiv 2203.00555",
+    reproduces="a deep post-LN Transformer trained with Adam and no learning-rate warm-up fails "
+    "from Xavier's init, while DeepNorm (x <- LN(alpha x + f(x)) with alpha = (2N)^(1/4), and "
+    "the value, output and feed-forward kernels' Xavier gain beta = (8N)^(-1/4)) trains it",
+    scaled_down="the paper's 18-1,000-layer translation models are decoder-only post-LN "
+    "Transformers of 2 and 12 layers of width 64 (4 heads, GELU) on the Sonnets, "
+    "character-level (windows of 64), 2 epochs of Adam at 0.001 without warm-up, 2 seeds",
+    judge=judge_wang2022,
+)

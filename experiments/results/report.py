@@ -17,9 +17,10 @@ from typing import Any
 
 from experiments import files
 from experiments.config import SWEPT, Cell, ExperimentConfig
+from experiments.data.datasets import is_text
 from experiments.papers.presets import PRESETS
 from experiments.results import plots, summary
-from experiments.specs import RESIDUAL_MODELS, is_own_model, scheme_settings
+from experiments.specs import RESIDUAL_MODELS, SEQUENCE_MODELS, is_own_model, scheme_settings
 
 REPORT_NAME = "report.md"
 FIGURES = {
@@ -37,6 +38,8 @@ _COLUMNS = (
     ("final_test_accuracy", "test accuracy", 3),
     ("train_seconds", "train s", 1),
 )
+# A sequence task's extra column, after the test loss: the test loss in bits per token.
+_BITS = ("final_test_bits", "test bits/token", 3)
 # (cell, initializer) -> that group's entries, one per seed.
 Groups = dict[tuple[Cell, str], list[dict[str, Any]]]
 
@@ -121,16 +124,25 @@ def write(
     *,
     chance: float | None = None,
     num_classes: int | None = None,
+    sequence: bool = False,
 ) -> str:
     """Writes `report.md` and its PNGs into `root`; `details` maps run_dir -> run.json.
 
     `chance` is the test accuracy of always predicting the test set's most frequent
     class (`Dataset.chance_accuracy`), shown next to the accuracies; `num_classes`
-    completes the sentence that explains it. Failed runs (their Ray task gave up) are
-    listed with their reasons and left out of everything else.
+    completes the sentence that explains it. A `sequence` task (a label per token) is
+    described per token, and its tables add the test loss in bits per token (per
+    character for text). Failed runs (their Ray task gave up) are listed with their
+    reasons and left out of everything else.
     """
     failed = [entry for entry in entries if entry["status"] == summary.FAILED]
     entries = [entry for entry in entries if entry["status"] != summary.FAILED]
+    columns = _COLUMNS
+    if sequence:
+        bits = (*_BITS[:1], "test bits/char" if is_text(config.dataset) else _BITS[1], 3)
+        columns = (*_COLUMNS[:3], bits, ("final_test_accuracy", "token accuracy", 3),
+                   *_COLUMNS[4:])
+        entries = [{**entry, _BITS[0]: _bits(entry["final_test_loss"])} for entry in entries]
     groups = group(entries, config)
     swept = swept_settings(groups, config)
     labels = {key: label_of(key[1], key[0], swept) for key in groups}
@@ -142,7 +154,7 @@ def write(
         "",
         *_failed_section(failed, swept),
         *_replication(config, groups, details),
-        *_settings(config, swept),
+        *_settings(config, swept, sequence),
         "",
         "## Identical models",
         "",
@@ -150,16 +162,16 @@ def write(
         "",
         "## Results",
         "",
-        *_group_table(groups, swept, chance),
+        *_group_table(groups, swept, chance, columns),
         "",
-        *_chance_sentence(chance, num_classes),
-        "Losses are cross-entropy; the initial loss is measured on the training set before "
-        "the first update. " + _train_seconds_sentence(grouped_arms) + " With several seeds, "
-        "cells read mean ± standard deviation over the seeds that did not diverge.",
+        *_chance_sentence(chance, num_classes, sequence),
+        _loss_sentence(sequence) + " " + _train_seconds_sentence(grouped_arms) + " With "
+        "several seeds, cells read mean ± standard deviation over the seeds that did not "
+        "diverge.",
         "",
         "### Every run",
         "",
-        *_run_table(groups, swept, chance),
+        *_run_table(groups, swept, chance, columns),
         "",
         *_fallback_section(config, groups, swept),
     ]
@@ -238,6 +250,25 @@ def _replication(config: ExperimentConfig, groups: Groups, details: dict[str, di
     return lines
 
 
+def _bits(nats: float | None) -> float | None:
+    return None if nats is None else nats / math.log(2)
+
+
+def _loss_sentence(sequence: bool) -> str:
+    if not sequence:
+        return (
+            "Losses are cross-entropy; the initial loss is measured on the training set "
+            "before the first update."
+        )
+    return (
+        "Losses are cross-entropy in nats, averaged over every predicted token; bits per "
+        "token are nats / ln 2 (bits per character for a text dataset, the unit "
+        "character-level language models report). Token accuracy is the share of positions "
+        "whose most probable next token is the right one. The initial loss is measured on "
+        "the training set before the first update."
+    )
+
+
 def _headline(groups: Groups, swept: Sequence[str], runs: int) -> str:
     if not swept:
         return f"{len(groups)} initializer settings, {runs} runs"
@@ -264,10 +295,20 @@ def _train_seconds_sentence(grouped_arms: bool) -> str:
     return text
 
 
-def _settings(config: ExperimentConfig, swept: Sequence[str]) -> list[str]:
-    builtin = [name for name in config.model if not is_own_model(name)]
+def _settings(config: ExperimentConfig, swept: Sequence[str], sequence: bool) -> list[str]:
+    builtin = [
+        name for name in config.model if not is_own_model(name) and name not in SEQUENCE_MODELS
+    ]
     own = [name for name in config.model if is_own_model(name)]
     models = []
+    if "transformer" in config.model:
+        position = {"pre": "pre-LN (GPT-2)", "post": "post-LN"}[config.layer_norm]
+        models.append(
+            f"TRANSFORMER language model of {_listed(config.depth)} layers (self-attention "
+            f"and feed-forward blocks), width {_listed(config.width)}, {config.heads} heads, "
+            f"{position}, feed-forward activation {_listed(config.activation)}, per-token "
+            "softmax output"
+        )
     if builtin:
         architecture = " or ".join(name.upper() for name in builtin)
         residual = [name for name in builtin if name in RESIDUAL_MODELS]
@@ -289,7 +330,8 @@ def _settings(config: ExperimentConfig, swept: Sequence[str]) -> list[str]:
         theirs = "their" if len(own) > 1 else "its"
         models.append(
             f"your own, {', '.join(f'`{name}`' for name in own)}{_swept_mark(own)} "
-            f"({theirs} own layers and activations), softmax output"
+            f"({theirs} own layers and activations), {'per-token ' if sequence else ''}"
+            "softmax output"
         )
     optimizer = f"{_listed(config.optimizer)}, learning rate {_listed(config.learning_rate)}"
     with_momentum = [name for name in config.optimizer if name in ("sgd", "rmsprop")]
@@ -309,13 +351,31 @@ def _settings(config: ExperimentConfig, swept: Sequence[str]) -> list[str]:
         *grid,
         f"- fallback initializer (for kernels an initializer refuses): "
         f"`{config.fallback_initializer}`",
-        f"- data: {config.dataset}, {config.train_size} training and {config.test_size} "
-        "test examples",
+        _data_line(config, sequence),
         f"- training: {config.epochs} epochs, batch {_listed(config.batch_size)}, {optimizer}",
         f"- seeds: {', '.join(map(str, config.seeds))}; histograms every "
         f"{config.histogram_every or 'never (off)'} steps on a probe batch of "
         f"{min(config.probe_size, config.train_size)} training examples",
     ]
+
+
+def _data_line(config: ExperimentConfig, sequence: bool) -> str:
+    if not sequence:
+        return (
+            f"- data: {config.dataset}, {config.train_size} training and {config.test_size} "
+            "test examples"
+        )
+    if is_text(config.dataset):
+        return (
+            f"- data: {config.dataset}, character-level: windows of {config.sequence_length} "
+            f"characters, each position labelled with the next character; up to "
+            f"{config.train_size} training and {config.test_size} test windows (the first 90% "
+            "of the text and the rest)"
+        )
+    return (
+        f"- data: {config.dataset}, token sequences (a label per position); up to "
+        f"{config.train_size} training and {config.test_size} test sequences"
+    )
 
 
 def _listed(values: Sequence[Any]) -> str:
@@ -357,6 +417,15 @@ def _identical_models(config: ExperimentConfig, swept: Sequence[str]) -> list[st
         "An initializer that refuses some kernel (dirac, delta_orthogonal on the Dense "
         f"output) builds the model with the fallback instead, then {reinitialized}."
     )
+    transformer = (
+        "the Transformer is built with the fallback, then "
+        f"{reinitialized.replace(', fallback=fallback', '')} (embedding tables included; "
+        "attention kernels with their per-head fans), so a re-run reproduces the same numbers."
+    )
+    if set(config.model) == {"transformer"}:
+        builtin = transformer
+    elif "transformer" in config.model:
+        builtin += " " + transformer[0].upper() + transformer[1:]
     schemes = [spec for spec in config.initializers if scheme_settings(spec) is not None]
     scheme = (
         f" A scheme arm ({', '.join(f'`{spec}`' for spec in schemes)}) builds the model with "
@@ -375,15 +444,25 @@ def _identical_models(config: ExperimentConfig, swept: Sequence[str]) -> list[st
     ]
 
 
-def _chance_sentence(chance: float | None, num_classes: int | None) -> list[str]:
+def _chance_sentence(
+    chance: float | None, num_classes: int | None, sequence: bool = False
+) -> list[str]:
     if chance is None:
         return []
+    kind = "token" if sequence else "class"
     classes = ""
     if num_classes:
-        classes = f" ({num_classes} classes; 1/{num_classes} = {1 / num_classes:.3f})"
+        classes = f" ({num_classes} {kind}s; 1/{num_classes} = {1 / num_classes:.3f})"
+    uniform = ""
+    if sequence and num_classes:
+        uniform = (
+            f" A model that predicts every token uniformly has a loss of ln {num_classes} = "
+            f"{math.log(num_classes):.3f} nats ({math.log2(num_classes):.2f} bits)."
+        )
     return [
-        f"**Chance level: test accuracy {chance:.3f}**, that of always predicting the test "
-        f"set's most frequent class{classes}; an arm at chance has learned nothing.",
+        f"**Chance level: {'token' if sequence else 'test'} accuracy {chance:.3f}**, that of "
+        "always predicting the test "
+        f"set's most frequent {kind}{classes}; an arm at chance has learned nothing.{uniform}",
         "",
     ]
 
@@ -420,22 +499,26 @@ def _title(key: str, title: str, chance: float | None) -> str:
     return title
 
 
-def _group_table(groups: Groups, swept: Sequence[str], chance: float | None) -> list[str]:
+def _group_table(
+    groups: Groups, swept: Sequence[str], chance: float | None, columns: Sequence[tuple]
+) -> list[str]:
     header = [*swept, "initializer", "runs", "diverged"]
-    header += [_title(key, title, chance) for key, title, _ in _COLUMNS]
+    header += [_title(key, title, chance) for key, title, _ in columns]
     rows = [_row(header), _row(["---"] * len(header))]
     for (cell, initializer), members in groups.items():
         ok = [entry for entry in members if entry["status"] == "ok"]
         cells = [*_cell_columns(cell, swept), f"`{initializer}`"]
         cells += [str(len(members)), str(len(members) - len(ok))]
-        cells += [_mean_std([entry[key] for entry in ok], digits) for key, _, digits in _COLUMNS]
+        cells += [_mean_std([entry[key] for entry in ok], digits) for key, _, digits in columns]
         rows.append(_row(cells))
     return rows
 
 
-def _run_table(groups: Groups, swept: Sequence[str], chance: float | None) -> list[str]:
+def _run_table(
+    groups: Groups, swept: Sequence[str], chance: float | None, columns: Sequence[tuple]
+) -> list[str]:
     header = [*swept, "initializer", "seed", "status", "steps"]
-    header += [_title(key, title, chance) for key, title, _ in _COLUMNS]
+    header += [_title(key, title, chance) for key, title, _ in columns]
     rows = [_row(header), _row(["---"] * len(header))]
     for (cell, initializer), members in groups.items():
         for entry in members:
@@ -444,7 +527,7 @@ def _run_table(groups: Groups, swept: Sequence[str], chance: float | None) -> li
                 status += f" at step {entry['diverged_at_step']}"
             cells = [*_cell_columns(cell, swept), f"`{initializer}`", str(entry["seed"])]
             cells += [status, str(entry["steps"])]
-            cells += [_number(entry.get(key), digits) for key, _, digits in _COLUMNS]
+            cells += [_number(entry.get(key), digits) for key, _, digits in columns]
             rows.append(_row(cells))
     return rows
 

@@ -64,3 +64,22 @@ def vectors_of_ten(input_shape, num_classes):
 
 def a_layer(input_shape, num_classes):
     return keras.layers.Dense(num_classes, activation="softmax")
+
+
+def tiny_lm(input_shape, num_classes):
+    """A sequence model as a user writes one: token ids (None, T) in, each position's
+    next-token probabilities (None, T, num_classes) out (a causal convolution)."""
+    inputs = keras.Input(input_shape, dtype="int32")
+    x = keras.layers.Embedding(num_classes, 8)(inputs)
+    x = keras.layers.Conv1D(8, 3, padding="causal", activation="tanh")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="tiny_lm")
+
+
+def last_token_lm(input_shape, num_classes):
+    """Predicts one token per sequence, not one per position: refused for a sequence task."""
+    inputs = keras.Input(input_shape, dtype="int32")
+    x = keras.layers.Embedding(num_classes, 8)(inputs)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="last_token_lm")

@@ -144,3 +144,28 @@ def test_zhang2019_he_multiplies_the_residual_stream_and_fixup_keeps_it_level(ba
     stds = [row["output_std"] for row in diagnosis.stream]
     assert max(stds) / min(stds) < 1.0001
     assert diagnosis.verdicts == []
+
+
+def test_radford2019_the_unscaled_stream_grows_with_depth_and_gpt2s_stays_level():
+    # The preset's pre-LN Transformers (width 64, 4 heads) at step 0 on 32 Sonnets windows.
+    # Each block adds its branch's variance to the stream: unscaled N(0, 0.02), the sum grows
+    # with the number of blocks (seed 0: 1.34x, 2.24x from first block to last at 2, 8
+    # layers); scaled by 1/sqrt(2L), the branches add the same total at every depth (1.09x,
+    # 1.08x). Cross-checked by keras_inits.diagnose's stream, not the harness's snapshots.
+    sonnets = data.load("sonnets", train_size=32, test_size=1)
+    x, y = sonnets.x_train, sonnets.y_train
+    growth = {}
+    for depth in (2, 8):
+        for spec in ("random_normal(stddev=0.02)", "scheme:gpt2"):
+            model = models.initialize(
+                "transformer", input_shape=x.shape[1:], num_classes=sonnets.num_classes,
+                x_sample=x[:2], depth=depth, width=64, activation="gelu", initializer=spec,
+                fallback="xavier_normal", seed=0, heads=4, layer_norm="pre", sequence=True,
+            ).model
+            diagnosis = keras_inits.diagnose(model, x, y, loss="sparse_categorical_crossentropy")
+            stds = [row["output_std"] for row in diagnosis.stream]
+            assert len(stds) == 2 * depth
+            growth[depth, spec.split("(")[0]] = stds[-1] / stds[0]
+    assert growth[8, "random_normal"] > 1.3 * growth[2, "random_normal"]
+    assert growth[8, "random_normal"] > 1.8
+    assert growth[2, "scheme:gpt2"] < 1.2 and growth[8, "scheme:gpt2"] < 1.2

@@ -527,3 +527,113 @@ def test_zhang2019_at_the_thresholds(he, fixup, word, says):
     assert says in finding.sentence, finding.sentence
     assert finding.reproduced == (word == "Reproduced")
     assert [row[0] for row in finding.rows] == ["he_normal", "scheme:fixup"]
+
+
+def _radford_groups(growth, losses, seeds=2):
+    """`growth`: per depth, (unscaled, gpt2) stream growth at init; `losses`: per depth,
+    (unscaled, gpt2) final test loss in every seed (None: diverged). Returns groups and the
+    run.json details the judge reads the stream from."""
+    groups, details = {}, {}
+    for depth in growth:
+        cell = Cell("transformer", depth, 64, "gelu", None, "adam", 0.003, 32)
+        for spec, ratio, loss in zip(replications._RADFORD, growth[depth], losses[depth],
+                                     strict=True):
+            entries = []
+            for seed in range(seeds):
+                run_dir = f"{spec}_{depth}_{seed}"
+                stream = {"blocks": ["block_000", "block_001"], "output_std": [0.02, 0.02 * ratio]}
+                details[run_dir] = {"profiles": {"initial": {"stream": stream}}}
+                entries.append({
+                    "seed": seed, "run_dir": run_dir, "initial_loss": 4.13,
+                    "final_loss": loss, "final_test_loss": loss,
+                    "status": "ok" if loss is not None else "diverged",
+                })
+            groups[(cell, spec)] = entries
+    return groups, details
+
+
+TIE = replications.LOSS_TIE
+
+
+@pytest.mark.parametrize(
+    ("growth", "losses", "word", "says"),
+    [
+        ({2: (1.3, 1.1), 8: (2.2, 1.1)}, {2: (2.0, 2.0), 8: (2.0, 2.0 - 2 * TIE)},
+         "Reproduced", "the unscaled stream grows with depth (1.30x, 2.20x at 2, 8 layers)"),
+        ({2: (1.3, 1.1), 8: (1.3, 1.1)}, {2: (2.0, 2.0), 8: (2.0, 1.9)},
+         "Partly reproduced", "does not grow with depth"),
+        ({2: (1.3, 1.1), 8: (2.2, replications.STREAM_LEVEL)}, {2: (2.0, 2.0), 8: (2.0, 1.9)},
+         "Partly reproduced", "gpt2's does not stay level"),
+        ({2: (1.3, 1.1), 8: (2.2, 1.1)}, {2: (2.0, 2.0 + 2 * TIE), 8: (2.0, 1.9)},
+         "Partly reproduced", "worse at some depth"),
+        ({2: (1.3, 1.1), 8: (2.2, 1.1)}, {2: (2.0, 2.0), 8: (2.0, 2.0)},
+         "Partly reproduced", "not lower in every seed at 8 layers"),
+        ({2: (1.3, 1.1), 8: (2.2, 1.1)}, {2: (2.0, 2.0), 8: (None, 2.0)},
+         "Reproduced", "(2.885 vs diverged bits/char)"),
+    ],
+)
+def test_radford2019_at_the_thresholds(growth, losses, word, says):
+    finding = replications.judge_radford2019(*_radford_groups(growth, losses))
+    assert finding.sentence.startswith(f"{word}: "), finding.sentence
+    assert says in finding.sentence, finding.sentence
+    assert [row[0] for row in finding.rows][:2] == [
+        "2 layers: stream std, last block / first, at init",
+        "2 layers: final test loss (bits/char)",
+    ]
+
+
+PRIOR = 3.125  # a made-up prior loss (the labels' entropy), exact in binary
+
+
+def _wang_groups(finals, seeds=2):
+    """`finals`: per depth, (xavier_normal, deepnet) final training loss of every seed (None:
+    diverged)."""
+    groups, details = {}, {}
+    for depth, losses in finals.items():
+        cell = Cell("transformer", depth, 64, "gelu", None, "adam", 0.001, 32)
+        for spec, loss in zip(replications._WANG, losses, strict=True):
+            entries = []
+            for seed in range(seeds):
+                run_dir = f"{spec}_{depth}_{seed}"
+                details[run_dir] = {"prior_loss": PRIOR}
+                entries.append({
+                    "seed": seed, "run_dir": run_dir, "initial_loss": 4.125, "final_loss": loss,
+                    "status": "ok" if loss is not None else "diverged",
+                })
+            groups[(cell, spec)] = entries
+    return groups, details
+
+
+AT_PRIOR = PRIOR - replications.PRIOR_MARGIN
+LEARNT = replications.LEARNS * PRIOR
+
+
+@pytest.mark.parametrize(
+    ("finals", "word", "says"),
+    [
+        ({2: (LEARNT, LEARNT), 12: (AT_PRIOR, LEARNT)}, "Reproduced",
+         "at 12 layers xavier_normal fails in every seed (loss 3.075; the characters' "
+         "frequencies alone give 3.125) while scheme:deepnet trains"),
+        ({2: (LEARNT, LEARNT), 12: (None, LEARNT)}, "Reproduced", "2 of 2 seeds diverged"),
+        ({2: (LEARNT, LEARNT), 12: (AT_PRIOR - 0.001, LEARNT)}, "Partly reproduced",
+         "xavier_normal does not fail"),
+        ({2: (LEARNT, LEARNT), 12: (AT_PRIOR, LEARNT + 0.001)}, "Partly reproduced",
+         "scheme:deepnet does not train"),
+        ({2: (LEARNT + 0.001, LEARNT), 12: (AT_PRIOR, LEARNT)}, "Partly reproduced",
+         "at 2 layers they do not both train"),
+    ],
+)
+def test_wang2022_at_the_thresholds(finals, word, says):
+    finding = replications.judge_wang2022(*_wang_groups(finals))
+    assert finding.sentence.startswith(f"{word}: "), finding.sentence
+    assert says in finding.sentence, finding.sentence
+    assert [row[0] for row in finding.rows] == [
+        "2 layers, xavier_normal", "2 layers, scheme:deepnet",
+        "12 layers, xavier_normal", "12 layers, scheme:deepnet",
+    ]
+    assert finding.reproduced == (word == "Reproduced")
+
+
+def test_wang2022_needs_the_prior_loss_in_run_json():
+    groups, _ = _wang_groups({12: (AT_PRIOR, LEARNT)})
+    assert replications.judge_wang2022(groups, {}).sentence.startswith("Not judged")

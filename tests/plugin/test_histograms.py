@@ -139,3 +139,26 @@ def test_grouped_tensors_get_one_histogram_per_model():
                 grouped[index, model], tf_histogram(tf.constant(values[model])).numpy()
             )
         assert grouped[1, model, :, 2].sum() == 0
+
+
+@needs_tensorflow
+def test_tensors_of_a_size_unknown_when_traced_are_bucketed_alone():
+    # Inside a tf.function, an op may leave a dimension unknown (Keras's attention einsums
+    # in a traced snapshot did): such a tensor cannot be grouped with others by size.
+    from keras_inits.callbacks import tf_histograms
+
+    rng = np.random.default_rng(5)
+    known = rng.normal(size=(2, 6, 4)).astype(np.float32)
+    unknown = rng.normal(size=(2, 5, 4)).astype(np.float32) * 3
+
+    @tf.function(input_signature=[tf.TensorSpec((2, None, 4), tf.float32)])
+    def buckets(dynamic):
+        return tf_histograms([tf.constant(known), dynamic, tf.constant(known) * 2], grouped=True)
+
+    traced = buckets(tf.constant(unknown)).numpy()
+    for index, values in ((0, known), (1, unknown), (2, known * 2)):
+        for model in range(2):
+            alone = tf_histogram(tf.constant(values[model])).numpy()
+            np.testing.assert_array_equal(traced[index, model, :, 2], alone[:, 2])  # counts
+            # The edges up to float32 rounding (the traced graph may fuse their arithmetic).
+            np.testing.assert_allclose(traced[index, model, :, :2], alone[:, :2], atol=1e-5)
