@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# keras_inits.mup is checked against Microsoft's mup itself. Its package imports only torch
+	# and pyyaml (in the test extra); its metadata also asks for torchvision, seaborn and a
+	# CUDA build of torch, for its examples, hence --no-deps.
+	$(BIN)/python -m pip install --quiet --no-deps 'mup==1.0.0'
 	touch $(STAMP)
 
 venv: $(STAMP)

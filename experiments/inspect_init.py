@@ -203,7 +203,12 @@ def inspect(
             unit = "units" if name in ("mlp", "resmlp") else "3x3 filters"
             depths = ", ".join(map(str, config.depth))
             widths = ", ".join(map(str, config.width))
-            if name in ("resmlp", "resnet"):
+            if name == "transformer":
+                descriptions.append(
+                    f"{name}, {depths} layers of width {widths}, {config.heads} heads, "
+                    f"{config.layer_norm}-LN"
+                )
+            elif name in ("resmlp", "resnet"):
                 norms = ", ".join(map(str, config.normalization))
                 descriptions.append(
                     f"{name}, {depths} residual blocks of {widths} {unit} "
@@ -211,7 +216,11 @@ def inspect(
                 )
             else:
                 descriptions.append(f"{name}, {depths} hidden layers of {widths} {unit}")
-    model = "; ".join(descriptions) + f"; softmax output over {dataset.num_classes} classes"
+    outputs = (
+        f"a softmax over {dataset.num_classes} tokens at each position" if dataset.is_sequence
+        else f"softmax output over {dataset.num_classes} classes"
+    )
+    model = "; ".join(descriptions) + f"; {outputs}"
     return Inspection(model, batch.description, _loss_words(labels), config.seeds, groups)
 
 
@@ -373,7 +382,10 @@ def side_by_side(diagnoses: Mapping[str, Diagnosis], width: int = 100) -> str:
     equal size, each repeating the layer column.
     """
     first = next(iter(diagnoses.values()))
-    names = [_cut(row["name"], _LAYER_MAX) for row in first.layers]
+    names = [row["name"] for row in first.layers]
+    if len(set(names)) < len(names):  # sublayers of one name (each attention's "query")
+        names = [row["path"] for row in first.layers]
+    names = [_cut(name, _LAYER_MAX) for name in names]
     layer_width = max(len("layer"), *map(len, names))
     columns = _columns(diagnoses)
     groups = []

@@ -11,10 +11,11 @@ propagation in numbers and words), `roles` (what each kernel does in a residual
 network or Transformer, and its block), `reinitialize(model, scheme=...)` (the
 schemes of `keras_inits.schemes`: GPT-2's, Fixup, T-Fixup, DeepNet...) and the
 `SignalHistograms` callback
-(activation and gradient histograms in TensorBoard during `fit`).
+(activation and gradient histograms in TensorBoard during `fit`). `keras_inits.mup`: the
+Maximal Update Parametrization (muP), for hyperparameters that transfer across widths.
 """
 
-from keras_inits import schemes
+from keras_inits import mup, schemes
 from keras_inits.base import CheckedInitializer, FanScaling, SeededInitializer
 from keras_inits.callbacks import SignalHistograms
 from keras_inits.diagnosis import Diagnosis, Verdict, diagnose
@@ -66,6 +67,7 @@ __all__ = [
     "diagnose",
     "get",
     "lsuv",
+    "mup",
     "names",
     "parse_spec",
     "register_names",

@@ -565,7 +565,7 @@ _RADFORD = ("random_normal(stddev=0.02)", "scheme:gpt2")
 STREAM_LEVEL = 1.25
 STREAM_GROWS = 1.5
 # Test losses (nats per token) closer than this are "as good": the seeds of one arm spread
-# by 0.01-0.06 nats in the preset's runs (radford2019, 2 seeds).
+# by 0.01-0.06 nats in the preset's runs (radford2019).
 LOSS_TIE = 0.02
 
 
@@ -678,7 +678,7 @@ RADFORD2019 = Replication(
     "it grow), and the scaled model trains at least as well, better when deep",
     scaled_down="GPT-2's 12-48 layers of width 768-1600 on WebText are pre-LN Transformers of "
     "2, 4 and 8 layers of width 64 (4 heads, GELU) on the Sonnets, character-level (windows of "
-    "64), 6 epochs of Adam at 0.003, 2 seeds",
+    "64), 6 epochs of Adam at 0.003, 3 seeds",
     judge=judge_radford2019,
 )
 
@@ -756,6 +756,6 @@ WANG2022 = Replication(
     "the value, output and feed-forward kernels' Xavier gain beta = (8N)^(-1/4)) trains it",
     scaled_down="the paper's 18-1,000-layer translation models are decoder-only post-LN "
     "Transformers of 2 and 12 layers of width 64 (4 heads, GELU) on the Sonnets, "
-    "character-level (windows of 64), 2 epochs of Adam at 0.001 without warm-up, 2 seeds",
+    "character-level (windows of 64), 2 epochs of Adam at 0.001 without warm-up, 3 seeds",
     judge=judge_wang2022,
 )
