@@ -89,7 +89,7 @@ def torch_reference(model, x, loss_of):
     }
 
 
-def assert_matches(diagnosis, reference, loss_rtol=1e-5):
+def assert_matches(diagnosis, reference, loss_rtol=1e-5, loss_atol=0.0):
     rows = diagnosis.layers
     for key in ("output_mean", "output_std", "gradient_std", "weight_gradient_std",
                 "weight_std"):
@@ -102,7 +102,7 @@ def assert_matches(diagnosis, reference, loss_rtol=1e-5):
         else:
             assert row["saturated_fraction"] == pytest.approx(expected, abs=1e-6)
         assert row["dead_fraction"] is None
-    assert diagnosis.loss == pytest.approx(reference["loss"], rel=loss_rtol)
+    assert diagnosis.loss == pytest.approx(reference["loss"], rel=loss_rtol, abs=loss_atol)
 
 
 def test_gradients_with_y_equal_torch_autograd(tanh_mlp):
@@ -129,7 +129,11 @@ def test_surrogate_gradients_equal_torch_autograd(tanh_mlp):
     reference = torch_reference(
         model, x, lambda out: (out * torch.from_numpy(g.astype("float64"))).sum() / len(x)
     )
-    assert_matches(diagnosis, reference, loss_rtol=1e-4)
+    # The surrogate loss is a sum of terms of both signs (about 0.8 in magnitude together)
+    # that may cancel to a far smaller value, whose float32 round-off then depends on the
+    # order of the reduction: it is compared to within a millionth of the terms' magnitude.
+    magnitude = float(np.abs(numpy(model(x)) * g).sum() / len(x))
+    assert_matches(diagnosis, reference, loss_rtol=1e-4, loss_atol=1e-6 * magnitude)
     # At the output itself the gradient is g / batch exactly.
     assert diagnosis.layers[-1]["gradient_std"] == pytest.approx(g.std() / len(x), rel=1e-5)
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -309,6 +310,7 @@ def parametrize(
             "once. Build a fresh model to parametrize it against another base."
         )
     weights = classify(model, base_model, delta_model)
+    _check_draws(weights, base_model)
     by_variable = {id(weight.variable): weight for weight in weights}
     kernels = {id(k.variable): k for k in find_kernels(model)}
     readouts = [layer for layer in walk(model) if isinstance(layer, Readout)]
@@ -347,6 +349,37 @@ def parametrize(
     ])
     model._keras_inits_mup = report
     return report
+
+
+# A kernel's std may differ from what muP expects of it (relative to the base model's) by this
+# factor before parametrize warns: sampling noise is a few percent for the smallest kernels.
+DRAW_TOLERANCE = 1.25
+
+
+def _check_draws(weights: Sequence[MupWeight], base_model: keras.Model) -> None:
+    """Warns when input or hidden kernels were drawn with a variance that does not scale as
+    1/fan_in (Glorot's fan_avg shrinks input kernels as their fan_out grows): parametrize
+    keeps those draws, so they must already be muP's."""
+    wrong = []
+    for weight, base in zip(weights, base_model.trainable_weights, strict=True):
+        if weight.kind not in ("input", "hidden") or len(weight.shape) < 2:
+            continue
+        ours = float(np.std(keras.ops.convert_to_numpy(weight.variable)))
+        theirs = float(np.std(keras.ops.convert_to_numpy(base)))
+        if ours == 0 or theirs == 0:
+            continue
+        expected = 1.0 if weight.kind == "input" else weight.fan_in_mult**-0.5
+        ratio = ours / theirs / expected
+        if not 1 / DRAW_TOLERANCE <= ratio <= DRAW_TOLERANCE:
+            wrong.append(f"{weight.path} ({weight.kind}: std {ratio:.2f}x muP's)")
+    if wrong:
+        warnings.warn(
+            f"{', '.join(wrong)}: muP keeps input kernels' variance and scales hidden kernels' "
+            "as 1/fan_in, and parametrize keeps their draw; draw them with a fan_in "
+            "initializer (he_normal, lecun_normal, VarianceScaling(mode='fan_in')), not one "
+            "that also scales with fan_out (Keras's default glorot_uniform).",
+            stacklevel=3,
+        )
 
 
 def _set_attention(model: keras.Model, base_model: keras.Model) -> None:
@@ -461,7 +494,3 @@ def multipliers(report: MupReport, optimizer_kind: str = "adam") -> dict[str, fl
     return {weight.path: getattr(weight, key) for weight in report.weights}
 
 
-__all__: Sequence[str] = (
-    "KINDS", "MultiHeadAttention", "MupReport", "MupWeight", "Readout", "ScaledSchedule",
-    "classify", "multipliers", "optimizer", "parametrize",
-)
