@@ -92,15 +92,16 @@ def build(
             takes `input_shape` (T,) of token ids and `num_classes` as its vocabulary).
     """
     base = keras_inits.get(initializer)
+
+    def kernel(index: int) -> keras.initializers.Initializer:
+        return keras_inits.reseed(base, layer_seed(seed, index))
+
     if kind == "transformer":
         return transformer.build(
             sequence_length=input_shape[0], vocabulary_size=num_classes, depth=depth,
             width=width, heads=heads, activation=activation, layer_norm=layer_norm,
-            initializer=keras_inits.reseed(base, layer_seed(seed, 1)),
+            kernel=kernel,
         )
-
-    def kernel(index: int) -> keras.initializers.Initializer:
-        return keras_inits.reseed(base, layer_seed(seed, index))
 
     inputs = keras.Input(input_shape, name="inputs")
     x = inputs

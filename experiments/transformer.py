@@ -27,6 +27,8 @@ feed-forward network.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -97,11 +99,14 @@ def build(
     heads: int,
     activation: str,
     layer_norm: str,
-    initializer: Any,
+    kernel: Callable[[int], Any],
 ) -> keras.Model:
-    """The Transformer LM described in the module docstring, every kernel and embedding
-    table drawn from `initializer` (the harness re-draws them with
-    `keras_inits.reinitialize`, which knows the attention kernels' fans).
+    """The Transformer LM described in the module docstring; `kernel(i)` is the initializer
+    of the i-th layer with weights (from 1: embeddings, attention layers, dense layers, in
+    order), so that no two layers share a seeded draw. A `MultiHeadAttention` clones its
+    initializer for its four projections, so those start alike when it is seeded: the
+    harness re-draws every kernel with `keras_inits.reinitialize`, which seeds each one
+    apart and knows the attention kernels' fans.
 
     Raises:
         ValueError: `heads` does not divide `width`, or an unknown `layer_norm`.
@@ -114,19 +119,23 @@ def build(
         )
     layers = keras.layers
     inputs = keras.Input((sequence_length,), dtype="int32", name="inputs")
+    index = itertools.count(1)
     x = layers.Embedding(
-        vocabulary_size, width, embeddings_initializer=initializer, name="token_embedding"
+        vocabulary_size, width, embeddings_initializer=kernel(next(index)),
+        name="token_embedding",
     )(inputs)
-    x = PositionEmbedding(initializer, name="position_embedding")(x)
+    x = PositionEmbedding(kernel(next(index)), name="position_embedding")(x)
 
     def dense(units: int, name: str, act: str | None = None) -> keras.layers.Dense:
         return layers.Dense(
-            units, act, kernel_initializer=initializer, bias_initializer="zeros", name=name
+            units, act, kernel_initializer=kernel(next(index)), bias_initializer="zeros",
+            name=name,
         )
 
     def attention(h: Any, block: int) -> Any:
         return layers.MultiHeadAttention(
-            heads, width // heads, kernel_initializer=initializer, name=f"block{block}_attention"
+            heads, width // heads, kernel_initializer=kernel(next(index)),
+            name=f"block{block}_attention",
         )(h, h, use_causal_mask=True)
 
     def feedforward(h: Any, block: int) -> Any:

@@ -235,3 +235,13 @@ def test_your_own_sequence_model_in_a_comparison(tmp_path):
     )
     [entry] = runner.compare(settings, progress=lambda line: None)
     assert entry["status"] == "ok" and entry["final_loss"] < entry["initial_loss"]
+
+
+def test_the_built_transformer_draws_every_layer_with_its_own_seed():
+    settings = dict(input_shape=(12,), num_classes=11, depth=2, width=16, heads=2,
+                    activation="gelu", initializer="he_normal", seed=0)
+    model = models.build("transformer", **settings)
+    kernels = [model.get_layer(f"block{b}_ffn_in").kernel.numpy() for b in (1, 2)]
+    assert not np.allclose(kernels[0], kernels[1])
+    again = models.build("transformer", **settings)  # the same (spec, seed): the same model
+    np.testing.assert_array_equal(again.get_layer("block1_ffn_in").kernel.numpy(), kernels[0])
