@@ -341,8 +341,7 @@ def parametrize(
     for variable_id, scale in scales.items():
         variable = by_variable[variable_id].variable
         if scale != 1.0:
-            variable.assign(keras.ops.cast(keras.ops.convert_to_tensor(
-                np.asarray(keras.ops.convert_to_numpy(variable)) * scale), variable.dtype))
+            variable.assign(variable.value * scale)
     report = MupReport([
         dataclasses.replace(weight, init_scale=scales.get(id(weight.variable), 1.0))
         for weight in weights
