@@ -46,8 +46,8 @@ flags.DEFINE_float(
     "global_clipnorm",
     None,
     "Clip each run's gradients together to this global norm (Keras's global_clipnorm); 0: no "
-    "clipping. One norm per run: arms then train one at a time (needs --nogroup_arms)."
-    + _FROM_PRESET,
+    "clipping. One norm per run, arms trained together included (each has its own "
+    "optimizer)." + _FROM_PRESET,
 )
 flags.DEFINE_integer(
     "histogram_every",

@@ -43,8 +43,11 @@ TRANSFORMER = ("heads", "layer_norm")
 # Settings that take a list of values, swept as a grid; in the order of `Cell`'s fields.
 SWEPT = (
     "model", "depth", "width", "activation", "normalization", "optimizer", "learning_rate",
-    "batch_size",
+    "batch_size", "parametrization",
 )
+# --parametrization: the standard one (each layer as built) or muP (`keras_inits.mup`),
+# relative to the model at --base_width.
+PARAMETRIZATIONS = ("sp", "mup")
 # --normalization of the residual models: none, BatchNormalization or LayerNormalization.
 NORMALIZATIONS = ("none", "batch", "layer")
 DEFAULT_FALLBACK = "xavier_normal"
@@ -89,6 +92,10 @@ class ExperimentConfig:
     batch_size: tuple[int, ...] = (32,)
     optimizer: tuple[str, ...] = ("sgd",)
     learning_rate: tuple[float, ...] = (0.01,)
+    # The standard parametrization or muP; muP's base model is the built-in model at
+    # `base_width` (None: the smallest width of the comparison).
+    parametrization: tuple[str, ...] = ("sp",)
+    base_width: int | None = None
     momentum: float = 0.9
     # Gradient clipping, Keras's optimizer arguments; 0 turns it off.
     clipnorm: float = 0.0
@@ -148,6 +155,9 @@ class Cell:
     optimizer: str
     learning_rate: float
     batch_size: int
+    # Last, with a default: cells and summaries written before it existed are the standard
+    # parametrization's.
+    parametrization: str = "sp"
 
     def values(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -221,6 +231,16 @@ def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
             f"{', '.join(given)} only applies to --model=transformer; drop the flag or add "
             "the model."
         )
+    if "mup" in config.parametrization and config.base_width is None:
+        builtin = [width for width in config.width if width is not None]
+        config = dataclasses.replace(config, base_width=min(builtin) if builtin else None)
+    elif "mup" not in config.parametrization and config.base_width is not None:
+        if "base_width" in settings:
+            raise ExperimentError(
+                "--base_width only applies to --parametrization=mup (muP's widths are "
+                "relative to it); drop the flag or add mup."
+            )
+        config = dataclasses.replace(config, base_width=None)
     given = [f"--{name}" for name in RAY_ONLY if name in settings]
     if given and not config.ray_address:
         raise ExperimentError(
@@ -352,12 +372,7 @@ def validate(config: ExperimentConfig) -> None:
         raise ExperimentError(
             "Give --clipnorm or --global_clipnorm, not both: Keras's optimizers take one."
         )
-    if config.global_clipnorm and config.group_arms and len(config.initializers) > 1:
-        raise ExperimentError(
-            f"--global_clipnorm={config.global_clipnorm} clips a run's gradients by one norm "
-            "over all its weights; arms trained together would share it. Add --nogroup_arms "
-            "(each arm trains alone, with its own norm), or use --clipnorm (per weight)."
-        )
+    _check_parametrization(config, own)
     for name in () if own else config.activation:
         try:
             keras.activations.get(name)
@@ -396,6 +411,41 @@ def validate(config: ExperimentConfig) -> None:
         raise ExperimentError(
             f"--cpus_per_task must be > 0 and --gpus_per_task >= 0, got "
             f"{config.cpus_per_task} and {config.gpus_per_task}."
+        )
+
+
+def _check_parametrization(config: ExperimentConfig, own: bool) -> None:
+    """Refuses a parametrization that does not exist, and muP where the harness cannot build
+    the base model (your own model has no width to vary)."""
+    for parametrization in config.parametrization:
+        if parametrization not in PARAMETRIZATIONS:
+            raise ExperimentError(
+                f"--parametrization must be among {', '.join(PARAMETRIZATIONS)} (the standard "
+                f"parametrization or muP), got {parametrization!r}."
+            )
+    if "mup" not in config.parametrization:
+        return
+    mine = [model for model in config.model if is_own_model(model)]
+    if mine:
+        raise ExperimentError(
+            f"--parametrization=mup needs the model at --base_width, which the harness can only "
+            f"build for its own models; --model={mine[0]} brings its own width. Put your model "
+            "in muP yourself with keras_inits.mup.parametrize (docs/mup.md)."
+        )
+    base = config.base_width
+    if not _is_int(base) or base < 1:
+        raise ExperimentError(f"--base_width must be an integer >= 1, got {base!r}.")
+    if "transformer" in config.model and base % config.heads:
+        raise ExperimentError(
+            f"--heads={config.heads} must divide --base_width={base}: muP's base Transformer "
+            "has the same heads."
+        )
+    if config.global_clipnorm:
+        raise ExperimentError(
+            f"--global_clipnorm={config.global_clipnorm} clips a run's gradients by one norm "
+            "over all its weights, but under muP a run's weights are updated by one "
+            "optimizer per learning-rate multiplier, each of which would clip its own share; "
+            "use --clipnorm (per weight)."
         )
 
 

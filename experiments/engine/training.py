@@ -1,9 +1,10 @@
-"""A group of runs trained together: every initializer of one cell and seed.
+"""A group of runs trained together: the initializers and learning rates of one cell and seed.
 
-The arms of a group differ only in the initializer; they train as the towers of
-one compiled model (`experiments.engine.towers`), each with its own metrics, TensorBoard
-run, HParams and histograms, exactly as each would train alone (with
-`--nogroup_arms` every group holds one arm).
+The arms of a group differ only in the initializer and the learning rate; they train as
+the towers of one compiled model (`experiments.engine.towers`), each with its own
+optimizer when it needs one (`experiments.engine.optimizers`), metrics, TensorBoard run,
+HParams and histograms, exactly as each would train alone (with `--nogroup_arms` every
+group holds one arm).
 
 Everything random is fixed by the seed and independent of the initializer:
 `keras.utils.set_random_seed(seed)` seeds Python, NumPy and TensorFlow; the
@@ -39,6 +40,7 @@ from experiments.data.datasets import Dataset
 from experiments.engine import stacked, strategies, towers
 from experiments.engine.evaluation import GroupEvaluation
 from experiments.engine.monitor import ArmLog, GroupMonitor
+from experiments.engine.optimizers import group_optimizer, make_optimizer
 from experiments.engine.snapshots import GroupSnapshots
 from experiments.results import hparams
 from keras_inits import SignalHistograms
@@ -83,8 +85,9 @@ def run_name(initializer: str, cell: Cell, swept: Sequence[str], seed: int) -> s
         value = getattr(cell, name)
         if value is None:  # your own model in a sweep with built-ins: no depth of its own
             continue
-        # Models, activations and optimizers are names already; numbers need theirs.
-        named = name in ("model", "activation", "optimizer")
+        # Models, activations, optimizers and parametrizations are names already; numbers
+        # need theirs.
+        named = name in ("model", "activation", "optimizer", "parametrization")
         parts.append(str(value) if named else f"{name}{value}")
     slugs = [re.sub(r"[^\w.=+-]+", "-", str(part)).strip("-") for part in parts]
     return "_".join([*slugs, f"seed{seed}"])
@@ -130,25 +133,6 @@ def batches_per_epoch(size: int, batch_size: int) -> int:
     return math.ceil(size / batch_size)
 
 
-def make_optimizer(
-    name: str,
-    learning_rate: float,
-    momentum: float,
-    clipnorm: float = 0.0,
-    global_clipnorm: float = 0.0,
-) -> keras.optimizers.Optimizer:
-    """The Keras optimizer `name`; `momentum` applies to those that have one (sgd, rmsprop);
-    `clipnorm` or `global_clipnorm` (Keras's arguments) clip the gradients, 0 not."""
-    optimizer = keras.optimizers.get(name)
-    config = optimizer.get_config()
-    config["learning_rate"] = learning_rate
-    if "momentum" in config:
-        config["momentum"] = momentum
-    config["clipnorm"] = clipnorm or None
-    config["global_clipnorm"] = global_clipnorm or None
-    return optimizer.from_config(config)
-
-
 def _finite(value: float) -> float | None:
     """JSON has no NaN or inf: a diverged run's numbers become null."""
     return value if math.isfinite(value) else None
@@ -156,10 +140,18 @@ def _finite(value: float) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class Arm:
-    """One run of a group: its initializer spec and its TensorBoard run folder."""
+    """One run of a group: its initializer spec, its TensorBoard run folder and its learning
+    rate (None: the group cell's)."""
 
     initializer: str
     run_dir: str
+    learning_rate: float | None = None
+
+    def cell(self, group_cell: Cell) -> Cell:
+        """The arm's own cell: the group's, at the arm's learning rate."""
+        if self.learning_rate is None:
+            return group_cell
+        return dataclasses.replace(group_cell, learning_rate=self.learning_rate)
 
 
 def steps_per_execution(config: ExperimentConfig, cell: Cell, train_size: int) -> int:
@@ -205,10 +197,14 @@ def train_group(
     if config.save_models:
         for arm, initialized in zip(arms, built, strict=True):
             _save(initialized.model.save_weights, arm.run_dir, INITIAL_WEIGHTS)
+    cells = [arm.cell(cell) for arm in arms]
     with strategies.scope(config.strategy):
-        optimizer = make_optimizer(
-            cell.optimizer, cell.learning_rate, config.momentum,
-            config.clipnorm, config.global_clipnorm,
+        optimizer = group_optimizer(
+            [b.model for b in built],
+            [own.learning_rate for own in cells],
+            lambda rate: make_optimizer(
+                cell.optimizer, rate, config.momentum, config.clipnorm, config.global_clipnorm
+            ),
         )
         engine = _engine(
             [b.model for b in built], data.input_shape, optimizer, data.x_train.dtype.name
@@ -219,7 +215,7 @@ def train_group(
         )
     histograms_on = config.histogram_every > 0
     logs = []
-    for arm, initialized in zip(arms, built, strict=True):
+    for arm, own, initialized in zip(arms, cells, built, strict=True):
         # The same callback a user adds to their own fit, used here for its snapshots:
         # activation, gradient and weight histograms of every layer with a kernel of
         # the arm's tower, on a fixed probe batch.
@@ -235,7 +231,7 @@ def train_group(
         hparams.write_run(
             signals.writer,
             config,
-            cell,
+            own,
             run_name=os.path.basename(arm.run_dir),
             initializer=arm.initializer,
             seed=seed,
@@ -281,12 +277,12 @@ def train_group(
             _save(initialized.model.save, arm.run_dir, MODEL_FILE)
     finals = _final_snapshots(monitor, snapshots, histograms_on)
     results = []
-    for arm, initialized, log in zip(arms, built, logs, strict=True):
+    for arm, own, initialized, log in zip(arms, cells, built, logs, strict=True):
         log.writer.close()
         step = monitor.arm_step(log)
         first, final = initial[log.name], finals[log.name]
         results.append(
-            _result(arm, cell, seed, initialized, log, step, first, final, monitor, config,
+            _result(arm, own, seed, initialized, log, step, first, final, monitor, config,
                     data.prior_loss)
         )
     for arm, (_, details) in zip(arms, results, strict=True):

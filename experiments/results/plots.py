@@ -25,6 +25,8 @@ _MAX_SWEEP_TICKS = 12  # a sweep of more values gets matplotlib's ticks
 _LEGEND_INSIDE = 8  # more labels than this get a legend below the panels, in columns
 # Swept settings whose values are spread geometrically (0.001, 0.01, 0.1; 16, 32, 64).
 LOG_SCALE_SETTINGS = ("learning_rate", "batch_size")
+# The learning-rate transfer figure's loss axis ends at this multiple of the initial loss.
+TRANSFER_TOP = 1.5
 
 
 def _array(values: Sequence[float | None]) -> np.ndarray:
@@ -358,3 +360,72 @@ def _colors(count: int) -> list:
 
     palette = colormaps["tab10" if count <= 10 else "tab20"]
     return [palette(i % palette.N) for i in range(count)]
+
+
+def learning_rate_transfer(path: str, entries: Sequence[dict[str, Any]]) -> Figure:
+    """Final training loss against log2 of the learning rate, one line per width, one panel
+    per parametrization (and initializer, when several): Yang et al. (2022), Fig. 1 and 3.
+
+    `entries` are summary entries holding `width`, `learning_rate`, `parametrization`,
+    `initializer`, `status` and `final_loss`. Each point is the mean over the seeds that did
+    not diverge, with a min-max band; a learning rate where every seed diverged is a gap. A
+    star marks each width's best learning rate (lowest mean, counting a diverged seed as
+    infinitely bad), the one muP should keep fixed as the width grows.
+    """
+    entries = [e for e in entries if e.get("width") is not None]
+    panels = sorted(
+        {(e["initializer"], e.get("parametrization") or "sp") for e in entries},
+        key=lambda panel: (panel[0], panel[1] != "sp"),
+    )
+    several = len({initializer for initializer, _ in panels}) > 1
+    widths = sorted({e["width"] for e in entries})
+    colors = dict(zip(widths, _colors(len(widths)), strict=True))
+    figure = Figure(figsize=(5.5 * len(panels) + 0.5, 4.5), layout="constrained")
+    axes_list = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
+    for axes, (initializer, parametrization) in zip(axes_list, panels, strict=True):
+        for width in widths:
+            mine = [
+                e for e in entries
+                if e["width"] == width and e["initializer"] == initializer
+                and (e.get("parametrization") or "sp") == parametrization
+            ]
+            if not mine:
+                continue
+            rates = np.array(sorted({e["learning_rate"] for e in mine}), dtype=float)
+            rows = _points(mine, "learning_rate", rates, "final_loss")
+            x = np.log2(rates)
+            _band(axes, x, rows, f"width {width}", colors[width])
+            best = best_learning_rate(mine)
+            if best is not None:
+                column = rows[:, list(rates).index(best)]
+                axes.plot(np.log2(best), np.nanmean(column), "*", color=colors[width],
+                          markersize=13, markeredgecolor="black", zorder=5)
+        title = {"sp": "standard parametrization", "mup": "muP"}.get(
+            parametrization, parametrization
+        )
+        axes.set(title=f"{initializer}, {title}" if several else title,
+                 xlabel="log2 learning rate")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.grid(alpha=0.3)
+    axes_list[0].set_ylabel("final training loss (mean over seeds, band: min-max)")
+    _log_scale(axes_list[0], min_span=20)
+    # Rates far past the edge of stability end orders of magnitude above the initial loss;
+    # the axis stops above it, where the curves' minima stay readable.
+    initial = [e["initial_loss"] for e in entries if e.get("initial_loss") is not None]
+    if initial:
+        axes_list[0].set_ylim(top=TRANSFER_TOP * max(initial))
+    axes_list[-1].legend(fontsize="small")
+    figure.suptitle("Learning-rate transfer across widths (star: each width's best rate)")
+    _save(figure, path, dpi=110)
+    return figure
+
+
+def best_learning_rate(entries: Sequence[dict[str, Any]]) -> float | None:
+    """The learning rate of the lowest mean final training loss over its seeds, where any
+    diverged seed makes a rate infinitely bad; None when every rate has a diverged seed."""
+    means = {}
+    for rate in sorted({e["learning_rate"] for e in entries}):
+        runs = [e for e in entries if e["learning_rate"] == rate]
+        if all(e["status"] == "ok" and e["final_loss"] is not None for e in runs):
+            means[rate] = float(np.mean([e["final_loss"] for e in runs]))
+    return min(means, key=means.get) if means else None

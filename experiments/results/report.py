@@ -29,6 +29,8 @@ FIGURES = {
     "activation_histograms_initial.png": "Activation histograms at step 0",
     "activation_histograms_final.png": "Activation histograms after training",
 }
+# The figure of a width x learning-rate grid: loss against the rate, a line per width.
+TRANSFER_FIGURE = "learning_rate_transfer.png"
 # Swept settings that get a figure of the final loss against their values.
 NUMERIC_SETTINGS = ("depth", "width", "learning_rate", "batch_size")
 _COLUMNS = (
@@ -218,6 +220,10 @@ def _figures(
             lines.setdefault(label_of(initializer, cell, others), []).extend(members)
         plots.final_loss_sweep(files.join(root, sweep_figure(setting)), setting, lines)
         figures.append((sweep_figure(setting), f"Final loss against {setting}"))
+    if {"width", "learning_rate"} <= set(swept):
+        entries = [entry for members in groups.values() for entry in members]
+        plots.learning_rate_transfer(files.join(root, TRANSFER_FIGURE), entries)
+        figures.append((TRANSFER_FIGURE, "Learning-rate transfer across widths"))
     if runs:
         plots.depth_profiles(files.join(root, "depth_profiles.png"), runs)
         for moment in ("initial", "final"):
@@ -342,12 +348,22 @@ def _settings(config: ExperimentConfig, swept: Sequence[str], sequence: bool) ->
     for name in ("clipnorm", "global_clipnorm"):
         if getattr(config, name):
             optimizer += f", gradients clipped by {name}={getattr(config, name)}"
+    parametrization = []
+    if "mup" in config.parametrization:
+        parametrization = [
+            f"- parametrization: {_listed(config.parametrization)}; muP (`keras_inits.mup`) "
+            f"relative to the model at width {config.base_width}: read-out input x "
+            "1/width_mult, per-weight learning rates (hidden weights / width_mult under "
+            "Adam; input and vector weights x width_mult under SGD), attention logits by "
+            f"1/d; at width {config.base_width} muP is the standard parametrization"
+        ]
     grid = []
     if swept:
         grid = [f"- swept: {', '.join(swept)} (every combination, each with every initializer)"]
     return [
         f"- preset: `{config.preset}`",
         f"- model: {'; '.join(models)}",
+        *parametrization,
         *grid,
         f"- fallback initializer (for kernels an initializer refuses): "
         f"`{config.fallback_initializer}`",

@@ -17,6 +17,7 @@ from keras_inits.mup.parametrization import (
     classify,
     multipliers,
     optimizer,
+    optimizer_groups,
     parametrize,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "coord_check",
     "multipliers",
     "optimizer",
+    "optimizer_groups",
     "parametrize",
 ]

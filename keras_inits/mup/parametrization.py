@@ -419,6 +419,34 @@ def optimizer(
         ValueError: the model was not parametrized, or the optimizer has no muP rule.
         ImportError: Keras older than 3.15 (no MultiOptimizer).
     """
+    multi = getattr(keras.optimizers, "MultiOptimizer", None)
+    if multi is None:
+        raise ImportError(
+            f"keras_inits.mup.optimizer needs keras.optimizers.MultiOptimizer (Keras >= 3.15); "
+            f"this is Keras {keras.__version__}."
+        )
+    mapping = {}
+    default = None
+    for copy, variables, plain in optimizer_groups(model, optimizer, report):
+        if plain:
+            default = copy
+        else:
+            mapping["|".join(re.escape(variable.path) for variable in variables)] = copy
+    default = default or type(optimizer).from_config(optimizer.get_config())
+    return multi(keras.optimizers.OptimizerMap(default, mapping))
+
+
+def optimizer_groups(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    report: MupReport | None = None,
+) -> list[tuple[keras.optimizers.Optimizer, list[keras.Variable], bool]]:
+    """The copies of `optimizer` that muP gives `model`'s weights: (copy, its weights,
+    whether its multipliers are all 1), one per distinct (learning rate, weight decay)
+    multiplier, in the model's weight order. `optimizer` builds the `MultiOptimizer` from
+    them; use this to combine them with other per-weight optimizers (several models trained
+    as one, each with its own). Arguments and errors as `optimizer`'s, ImportError aside.
+    """
     report = report or getattr(model, "_keras_inits_mup", None)
     if report is None:
         raise ValueError(
@@ -432,33 +460,22 @@ def optimizer(
             f"{kind} updates a weight by more than its own gradient's entries (or in its own "
             "way): scale its learning rates yourself from the report's multipliers."
         )
-    multi = getattr(keras.optimizers, "MultiOptimizer", None)
-    if multi is None:
-        raise ImportError(
-            f"keras_inits.mup.optimizer needs keras.optimizers.MultiOptimizer (Keras >= 3.15); "
-            f"this is Keras {keras.__version__}."
-        )
     adam = kind in ADAM_LIKE
     config = optimizer.get_config()
-    groups: dict[tuple[float, float], list[str]] = {}
+    groups: dict[tuple[float, float], list[keras.Variable]] = {}
     for weight in report.weights:
         key = (weight.adam_lr, weight.adam_decay) if adam else (weight.sgd_lr, weight.sgd_decay)
-        groups.setdefault(key, []).append(weight.variable.path)
-    mapping = {}
-    default = None
-    for (lr, decay), paths in groups.items():
+        groups.setdefault(key, []).append(weight.variable)
+    found = []
+    for (lr, decay), variables in groups.items():
         copy = type(optimizer).from_config({
             **config,
             "learning_rate": config["learning_rate"] if lr == 1.0 else _scaled(optimizer, lr),
             **({"weight_decay": config["weight_decay"] * decay} if config.get("weight_decay")
                else {}),
         })
-        if (lr, decay) == (1.0, 1.0):
-            default = copy
-        else:
-            mapping["|".join(re.escape(path) for path in paths)] = copy
-    default = default or type(optimizer).from_config(config)
-    return multi(keras.optimizers.OptimizerMap(default, mapping))
+        found.append((copy, variables, (lr, decay) == (1.0, 1.0)))
+    return found
 
 
 def _scaled(optimizer: keras.optimizers.Optimizer, factor: float) -> Any:

