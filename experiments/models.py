@@ -529,7 +529,10 @@ def _initialize_run(
             )
             initialized = Initialized(initialized.model, (), None)
         if cell.parametrization == "mup":
-            put_in_mup(initialized.model, at, cell.width, config.base_width)
+            try:
+                put_in_mup(initialized.model, at, cell.width, config.base_width)
+            except ValueError as error:
+                raise ExperimentError(f"--parametrization=mup: {reason(error)}") from None
         return initialized
     except ExperimentError:
         raise

@@ -270,6 +270,9 @@ def train_group(
         verbose=config.verbose,
     )
     fit_seconds = time.perf_counter() - started
+    # The trained models on the whole training set, as at step 0: Keras's epoch loss is a
+    # running mean over the epoch's batches, taken while the weights moved.
+    final_train = evaluation(data.x_train, data.y_train)
 
     engine.sync(names)
     if config.save_models:
@@ -283,7 +286,7 @@ def train_group(
         first, final = initial[log.name], finals[log.name]
         results.append(
             _result(arm, own, seed, initialized, log, step, first, final, monitor, config,
-                    data.prior_loss)
+                    data.prior_loss, final_train[log.name]["loss"])
         )
     for arm, (_, details) in zip(arms, results, strict=True):
         files.write_text(files.join(arm.run_dir, RUN_DETAILS), json.dumps(details) + "\n")
@@ -362,9 +365,11 @@ def _result(
     monitor: GroupMonitor,
     config: ExperimentConfig,
     prior_loss: float,
+    final_train_loss: float,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One arm's summary entry and details (with the training labels' `prior_loss`, the
-    baseline a model that ignores its inputs reaches)."""
+    baseline a model that ignores its inputs reaches, and the trained model's loss on the
+    training set, `final_train_loss`)."""
     history = {
         key: values if key in ("step", "epoch") else [_finite(float(v)) for v in values]
         for key, values in log.history.items()
@@ -382,6 +387,9 @@ def _result(
         "engine": monitor.engine.name,
         "initial_loss": history["loss"][0],
         "final_loss": history["loss"][-1],
+        "final_train_loss": (
+            _finite(float(final_train_loss)) if log.diverged_at_step is None else None
+        ),
         "final_test_loss": history["test_loss"][-1],
         "final_test_accuracy": history["test_accuracy"][-1],
         "diverged_at_step": log.diverged_at_step,

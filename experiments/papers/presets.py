@@ -22,6 +22,7 @@ from experiments.papers.replications import (
     ZHANG2019,
     Replication,
 )
+from experiments.papers.width_transfer import YANG2022
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +257,33 @@ PRESETS: dict[str, Preset] = {
                 "probe_size": 64,
             },
             replication=WANG2022,
+        ),
+        Preset(
+            "yang2022",
+            "Yang et al. (2022), Tensor Programs V, Fig. 3: 2-layer ReLU MLPs of width 64 to "
+            "1,024 on 4,000 MNIST digits over a log2 grid of Adam learning rates; under the "
+            "standard parametrization the best rate shifts as the width grows, under muP "
+            "(base width 64) it stays put and wider is better.",
+            {
+                "initializers": ("he_normal",),
+                "model": ("mlp",),
+                "dataset": "mnist5k",
+                "train_size": 4000,
+                "test_size": 1000,
+                "depth": 2,
+                "width": (64, 128, 256, 512, 1024),
+                "activation": "relu",
+                "parametrization": ("sp", "mup"),
+                "base_width": 64,
+                "optimizer": "adam",
+                "learning_rate": tuple(2.0**exponent for exponent in range(-13, -3)),
+                "batch_size": 64,
+                "epochs": 3,
+                "seeds": (0, 1, 2, 3),
+                "histogram_every": 125,
+                "probe_size": 64,
+            },
+            replication=YANG2022,
         ),
     )
 }

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from experiments import files
+from experiments.papers.width_transfer import TRAINED_LOSS, best_learning_rate
 
 Groups = Mapping[str, Sequence[dict]]
 _MAX_HISTOGRAM_COLUMNS = 8  # deeper nets show evenly spaced layers, first and last included
@@ -367,7 +368,8 @@ def learning_rate_transfer(path: str, entries: Sequence[dict[str, Any]]) -> Figu
     per parametrization (and initializer, when several): Yang et al. (2022), Fig. 1 and 3.
 
     `entries` are summary entries holding `width`, `learning_rate`, `parametrization`,
-    `initializer`, `status` and `final_loss`. Each point is the mean over the seeds that did
+    `initializer`, `status` and `final_train_loss` (the trained model's loss on the training
+    set). Each point is the mean over the seeds that did
     not diverge, with a min-max band; a learning rate where every seed diverged is a gap. A
     star marks each width's best learning rate (lowest mean, counting a diverged seed as
     infinitely bad), the one muP should keep fixed as the width grows.
@@ -392,7 +394,7 @@ def learning_rate_transfer(path: str, entries: Sequence[dict[str, Any]]) -> Figu
             if not mine:
                 continue
             rates = np.array(sorted({e["learning_rate"] for e in mine}), dtype=float)
-            rows = _points(mine, "learning_rate", rates, "final_loss")
+            rows = _points(mine, "learning_rate", rates, TRAINED_LOSS)
             x = np.log2(rates)
             _band(axes, x, rows, f"width {width}", colors[width])
             best = best_learning_rate(mine)
@@ -407,8 +409,8 @@ def learning_rate_transfer(path: str, entries: Sequence[dict[str, Any]]) -> Figu
                  xlabel="log2 learning rate")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-    axes_list[0].set_ylabel("final training loss (mean over seeds, band: min-max)")
-    _log_scale(axes_list[0], min_span=20)
+    axes_list[0].set_ylabel("training loss after training (mean over seeds, band: min-max)")
+    axes_list[0].set_yscale("log")  # the minima differ by a few percent
     # Rates far past the edge of stability end orders of magnitude above the initial loss;
     # the axis stops above it, where the curves' minima stay readable.
     initial = [e["initial_loss"] for e in entries if e.get("initial_loss") is not None]
@@ -419,13 +421,3 @@ def learning_rate_transfer(path: str, entries: Sequence[dict[str, Any]]) -> Figu
     _save(figure, path, dpi=110)
     return figure
 
-
-def best_learning_rate(entries: Sequence[dict[str, Any]]) -> float | None:
-    """The learning rate of the lowest mean final training loss over its seeds, where any
-    diverged seed makes a rate infinitely bad; None when every rate has a diverged seed."""
-    means = {}
-    for rate in sorted({e["learning_rate"] for e in entries}):
-        runs = [e for e in entries if e["learning_rate"] == rate]
-        if all(e["status"] == "ok" and e["final_loss"] is not None for e in runs):
-            means[rate] = float(np.mean([e["final_loss"] for e in runs]))
-    return min(means, key=means.get) if means else None

@@ -293,10 +293,11 @@ def _train_seconds_sentence(grouped_arms: bool) -> str:
     )
     if grouped_arms:
         text += (
-            " Arms trained together (the initializers of one setting and seed, see "
-            "`group_size` in summary.json) share one compiled step, so their `train s` is "
-            "the loop time of the whole group, the same for each of its arms: it does not "
-            "measure one initializer's cost alone (`--nogroup_arms` trains each arm alone)."
+            " Arms trained together (the initializers and learning rates of one setting and "
+            "seed, see `group_size` in summary.json) share one compiled step, so their "
+            "`train s` is the loop time of the whole group, the same for each of its arms: it "
+            "does not measure one initializer's cost alone (`--nogroup_arms` trains each arm "
+            "alone)."
         )
     return text
 

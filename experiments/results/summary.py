@@ -32,6 +32,7 @@ FIELDS = (
     "engine",
     "initial_loss",
     "final_loss",
+    "final_train_loss",
     "final_test_loss",
     "final_test_accuracy",
     "diverged_at_step",

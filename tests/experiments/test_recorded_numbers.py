@@ -3,8 +3,8 @@
 A comparison on an `npz:` dataset of uint8 images, with training and test sets whose
 last batches are smaller than the others (the evaluations' batch of 256 and the training
 batch of 32 both leave a remainder): each run folder's `model.keras` (trained) and
-`initial.weights.h5` (step 0) give back the summary's `initial_loss`, `final_test_loss`
-and `final_test_accuracy` through `keras.losses` and `model.evaluate`, on arrays the
+`initial.weights.h5` (step 0) give back the summary's `initial_loss`, `final_train_loss`,
+`final_test_loss` and `final_test_accuracy` through `keras.losses` and `model.evaluate`, on arrays the
 test prepares itself from the file as the documentation says (pixels to [-1, 1]).
 """
 
@@ -76,6 +76,13 @@ def test_each_run_folder_gives_back_the_recorded_numbers_with_plain_keras(images
         accuracy = np.mean(np.argmax(probabilities, axis=1) == y_test)
         assert row["final_test_loss"] == pytest.approx(float(test_loss), rel=1e-5)
         assert row["final_test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+        # The trained model on the whole training set (not Keras's running epoch mean).
+        train_probabilities = model.predict(_prepared(x_train), batch_size=64, verbose=0)
+        train_loss = keras.ops.mean(
+            keras.losses.sparse_categorical_crossentropy(y_train, train_probabilities)
+        )
+        assert row["final_train_loss"] == pytest.approx(float(train_loss), rel=1e-5)
+        assert row["final_train_loss"] != pytest.approx(row["final_loss"], rel=1e-3)
 
         # Step 0: the same architecture with the weights it started from, evaluated in
         # batches of 7 (any batching gives the mean over the set).

@@ -94,3 +94,20 @@ def test_a_bad_batch_on_any_replica_is_found(mirrored):
 def test_an_unknown_strategy_is_refused():
     with pytest.raises(ExperimentError, match="--strategy must be one of none, mirrored"):
         config.resolve(strategy="multiworker")
+
+
+def test_arms_with_their_own_optimizers_mirror_as_on_one_device(tmp_path, mirrored):
+    # Two learning rates in one group, under muP: a GroupOptimizer of four Adams.
+    results = {}
+    for strategy in ("none", "mirrored"):
+        settings = config.resolve(
+            **{**TINY, "initializers": ("kaiming_uniform",)}, learning_rate=(0.01, 0.05),
+            parametrization=("mup",), base_width=8, optimizer=("adam",), strategy=strategy,
+            logdir=str(tmp_path / strategy), experiment="e",
+        )
+        entries = runner.compare(settings, progress=lambda _: None)
+        results[strategy] = {entry["learning_rate"]: entry for entry in entries}
+    for rate, entry in results["none"].items():
+        other = results["mirrored"][rate]
+        assert entry["group_size"] == other["group_size"] == 2
+        assert entry["final_loss"] == pytest.approx(other["final_loss"], rel=1e-4)

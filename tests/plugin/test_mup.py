@@ -153,6 +153,21 @@ def test_each_weight_gets_its_learning_rate_and_decay():
     assert len(hidden) == 1 and rate == pytest.approx(0.01 / 4 / 4)  # 2 halvings, then / 4
 
 
+def test_optimizer_groups_cover_every_weight_once_with_its_multiplier():
+    model = mlp(WIDTH)
+    report = kmup.parametrize(model, mlp(BASE))
+    groups = kmup.optimizer_groups(model, keras.optimizers.SGD(0.1, momentum=0.9))
+    given = [id(variable) for _, variables, _ in groups for variable in variables]
+    assert sorted(given) == sorted(id(v) for v in model.trainable_variables)
+    expected = {id(weight.variable): 0.1 * weight.sgd_lr for weight in report.weights}
+    for copy, variables, plain in groups:
+        rate = float(keras.ops.convert_to_numpy(copy.learning_rate))
+        assert copy.momentum == 0.9 and plain == (rate == pytest.approx(0.1))
+        for variable in variables:
+            assert rate == pytest.approx(expected[id(variable)])
+    assert len({round(rate, 9) for rate in expected.values()}) == len(groups)
+
+
 def test_the_readout_saves_and_reloads_with_its_multiplier(tmp_path):
     model = mlp(WIDTH)
     kmup.parametrize(model, mlp(BASE))
