@@ -51,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds: dict[str, list[float]] = {name: [] for name in variants()}
     losses: dict[str, dict] = {}
-    for name, settings in variants().items():  # warm-up: imports, tracing caches, data
+    for settings in variants().values():  # warm-up: imports, tracing caches, data
         with tempfile.TemporaryDirectory() as logdir:
             timed(dict(settings, width=(64,), learning_rate=RATES[:2]), logdir)
     for _ in range(args.repeats):

@@ -4,8 +4,8 @@ A comparison on an `npz:` dataset of uint8 images, with training and test sets w
 last batches are smaller than the others (the evaluations' batch of 256 and the training
 batch of 32 both leave a remainder): each run folder's `model.keras` (trained) and
 `initial.weights.h5` (step 0) give back the summary's `initial_loss`, `final_train_loss`,
-`final_test_loss` and `final_test_accuracy` through `keras.losses` and `model.evaluate`, on arrays the
-test prepares itself from the file as the documentation says (pixels to [-1, 1]).
+`final_test_loss` and `final_test_accuracy` through `keras.losses` and `model.evaluate`, on
+arrays the test prepares itself from the file as the documentation says (pixels to [-1, 1]).
 """
 
 import dataclasses
