@@ -419,6 +419,7 @@ def optimizer(
         ValueError: the model was not parametrized, or the optimizer has no muP rule.
         ImportError: Keras older than 3.15 (no MultiOptimizer).
     """
+    groups = optimizer_groups(model, optimizer, report)
     multi = getattr(keras.optimizers, "MultiOptimizer", None)
     if multi is None:
         raise ImportError(
@@ -427,7 +428,7 @@ def optimizer(
         )
     mapping = {}
     default = None
-    for copy, variables, plain in optimizer_groups(model, optimizer, report):
+    for copy, variables, plain in groups:
         if plain:
             default = copy
         else:
