@@ -76,6 +76,10 @@ def judge_yang2022(groups: Groups, details: Mapping[str, dict]) -> Finding:
         return Finding(
             [], False, "Not judged: the runs need sp and mup arms at two widths or more."
         )
+    rates = {entry["learning_rate"] for by in found.values() for runs in by.values()
+             for entry in runs}
+    if len(rates) < 2:
+        return Finding([], False, "Not judged: the runs need two learning rates or more.")
     best = {
         parametrization: {width: best_learning_rate(runs) for width, runs in sorted(by.items())}
         for parametrization, by in found.items() if parametrization in ("sp", "mup")

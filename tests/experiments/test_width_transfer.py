@@ -88,3 +88,11 @@ def test_yang2022_needs_both_parametrizations_at_two_widths():
     groups = {key: entries for key, entries in _groups((-5, -6, -7), (-6, -6, -7)).items()
               if key[0].parametrization == "sp"}
     assert width_transfer.judge_yang2022(groups, {}).sentence.startswith("Not judged")
+
+
+def test_yang2022_needs_two_learning_rates():
+    groups = {key: entries for key, entries in _groups((-5, -6, -7), (-6, -6, -7)).items()
+              if key[0].learning_rate == 2.0**-6}
+    assert width_transfer.judge_yang2022(groups, {}).sentence == (
+        "Not judged: the runs need two learning rates or more."
+    )
