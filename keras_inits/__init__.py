@@ -15,7 +15,7 @@ schemes of `keras_inits.schemes`: GPT-2's, Fixup, T-Fixup, DeepNet...) and the
 Maximal Update Parametrization (muP), for hyperparameters that transfer across widths.
 """
 
-from keras_inits import mup, schemes
+from keras_inits import mup, schemes, theory
 from keras_inits.base import CheckedInitializer, FanScaling, SeededInitializer
 from keras_inits.callbacks import SignalHistograms
 from keras_inits.diagnosis import Diagnosis, Verdict, diagnose
@@ -75,6 +75,7 @@ __all__ = [
     "reseed",
     "roles",
     "schemes",
+    "theory",
 ]
 
 register_names()
