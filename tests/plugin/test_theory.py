@@ -338,6 +338,7 @@ def test_phase_diagram_of_tanh(tmp_path):
     assert rows[6] == {"sigma_w2": 2.0, "sigma_b2": 0.05, **{
         key: value for key, value in field.to_dict().items()
         if key not in ("activation", "sigma_w2", "sigma_b2")}}
+    pytest.importorskip("matplotlib")  # the lowest-versions install has no harness extra
     assert diagram.plot(tmp_path / "phase.png").stat().st_size > 10_000
     figure = diagram.plot()
     assert len(figure.axes) == 4  # two panels and their color bars
