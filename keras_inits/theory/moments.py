@@ -135,17 +135,20 @@ def second_moment(activation: Activation, q: Array) -> Array:
     return _expect_line(lambda u: activation.phi(u) ** 2, q)
 
 
+# For the piecewise-linear activations, E[phi'(u)^2] and d/dq E[phi(u)^2] are the same constant
+# whatever q (phi is homogeneous of degree 1, its slope a constant on each half line).
+_PIECEWISE_LINEAR = {
+    "linear": 1.0, "relu": 0.5, "leaky_relu": (1.0 + LEAKY_RELU_SLOPE**2) / 2.0,
+}
+
+
 def second_moment_slope(activation: Activation, q: Array) -> Array:
     """d/dq E[phi(u)^2], u ~ N(0, q) = E[phi'(u)^2 + phi(u) phi''(u)] (Stein's lemma), computed
     as E[z phi(sqrt(q) z) phi'(sqrt(q) z)] / sqrt(q), which needs no second derivative."""
     q = np.asarray(q, dtype=np.float64)
     kind = activation.closed_form
-    if kind == "linear":
-        return np.ones_like(q)
-    if kind == "relu":
-        return np.full_like(q, 0.5)
-    if kind == "leaky_relu":
-        return np.full_like(q, (1.0 + LEAKY_RELU_SLOPE**2) / 2.0)
+    if kind in _PIECEWISE_LINEAR:
+        return np.full_like(q, _PIECEWISE_LINEAR[kind])
     if kind == "erf":
         return 4.0 / math.pi / ((1.0 + 2.0 * q) * np.sqrt(1.0 + 4.0 * q))
     q = np.maximum(q, _SLOPE_MIN_Q)
@@ -162,12 +165,8 @@ def grad_moment(activation: Activation, q: Array) -> Array:
     """E[phi'(u)^2], u ~ N(0, q), for each q."""
     q = np.asarray(q, dtype=np.float64)
     kind = activation.closed_form
-    if kind == "linear":
-        return np.ones_like(q)
-    if kind == "relu":
-        return np.full_like(q, 0.5)
-    if kind == "leaky_relu":
-        return np.full_like(q, (1.0 + LEAKY_RELU_SLOPE**2) / 2.0)
+    if kind in _PIECEWISE_LINEAR:
+        return np.full_like(q, _PIECEWISE_LINEAR[kind])
     if kind == "erf":
         return 4.0 / math.pi / np.sqrt(1.0 + 4.0 * q)
     return _expect_line(lambda u: activation.grad(u) ** 2, q)
