@@ -31,6 +31,9 @@ SEQUENCE_MODELS = ("transformer",)
 LAYER_NORMS = ("pre", "post")
 LSUV = "lsuv"  # the data-dependent spec (see `lsuv_settings`)
 SCHEME = "scheme:"  # an arm that applies a keras_inits scheme (see `scheme_settings`)
+# Mean-field theory's schemes, which no initializer's name clashes with, also go bare:
+# `critical(sigma_b2=0.05)`, `mean_field(sigma_w2=1.5, sigma_b2=0.05)`.
+BARE_SCHEMES = ("critical", "mean_field")
 # Model functions passed from Python (`experiments.run(model=fn)`) that no import reaches.
 _REGISTERED_MODELS: dict[str, Callable[..., Any]] = {}
 
@@ -73,20 +76,22 @@ def lsuv_settings(spec: str) -> dict[str, Any] | None:
 
 
 def scheme_settings(spec: str) -> tuple[str, dict[str, Any]] | None:
-    """For `scheme:NAME` or `scheme:NAME(param=value, ...)`: the scheme's name and
-    parameters, as `keras_inits.reinitialize(model, scheme=NAME, **params)` takes them;
-    None for any other spec. The run's model is built (with the fallback initializer for
-    the kernels the scheme keeps), then re-initialized by the scheme with the run's seed.
+    """For `scheme:NAME` or `scheme:NAME(param=value, ...)` (or `critical(...)` and
+    `mean_field(...)` without the prefix): the scheme's name and parameters, as
+    `keras_inits.reinitialize(model, scheme=NAME, **params)` takes them; None for any
+    other spec. The run's model is built (with the fallback initializer for the kernels
+    the scheme keeps), then re-initialized by the scheme with the run's seed.
 
     Raises:
         ExperimentError: an unknown scheme, or a parameter it does not take.
     """
-    if not spec.startswith(SCHEME):
+    prefixed = spec.startswith(SCHEME)
+    if not prefixed and spec.split("(", 1)[0].strip() not in BARE_SCHEMES:
         return None
     import keras_inits  # Deferred: it imports Keras, which flag parsing does not need.
 
     try:
-        name, kwargs = keras_inits.parse_spec(spec[len(SCHEME) :])
+        name, kwargs = keras_inits.parse_spec(spec[len(SCHEME) :] if prefixed else spec)
         keras_inits.schemes.resolve(name, kwargs)
     except (TypeError, ValueError) as error:
         raise ExperimentError(f"{spec}: {error}") from None

@@ -277,9 +277,10 @@ def reinitialize(
             group, gate or depthwise channel). Give it or `scheme`.
         scheme: a scheme of `keras_inits.schemes.SCHEMES` ("gpt2", "megatron",
             "fixup", "zero_branch", "t_fixup", "deepnet", "small_init",
-            "mitchell"), or a function `(roles, **params) -> SchemePlan`. Each
-            kernel is drawn as the scheme says for its role and block; kernels
-            the scheme does not specify are kept.
+            "mitchell", and mean-field theory's "critical" and "mean_field"), or
+            a function `(roles, **params) -> SchemePlan`. Each kernel is drawn as
+            the scheme says for its role and block; kernels the scheme does not
+            specify are kept.
         roles: for a scheme, the model's roles: a `Roles` from
             `keras_inits.roles`, or the `mapping` of path patterns to roles that
             names your own subclassed blocks' kernels. None resolves them.
@@ -296,7 +297,8 @@ def reinitialize(
             (kernels and biases). None: every layer with a kernel.
         biases: "zeros" resets the biases of the re-initialized layers (an LSTM
             built with `unit_forget_bias` gets ones on its forget gate, as Keras
-            builds it); "keep" leaves them.
+            builds it), or draws them as the scheme says (`critical` and
+            `mean_field`: N(0, sigma_b2)); "keep" leaves them.
         recurrent: the initializer of RNN recurrent kernels, drawn gate by gate
             ("orthogonal", as Keras's default, makes each gate's recurrent matrix
             orthogonal); "keep" leaves them.
@@ -369,10 +371,17 @@ def reinitialize(
         if kernel.path in by_path:
             rows[-1].update(role=by_path[kernel.path].role, block=by_path[kernel.path].block)
         if biases == "zeros" and kernel.primary:
+            drawn = scheme_plan and scheme_plan.biases.get(kernel.path)
+            seeds = iter(split_seed(kernel_seed(base_seed, kernel), 8))
             for bias in own_biases(kernel.layer):
-                values = _initial_bias(kernel.layer, bias)
+                if drawn:
+                    values = _seeded(drawn.initializer, next(seeds))(
+                        tuple(bias.shape), dtype=bias.dtype
+                    )
+                else:
+                    values = _initial_bias(kernel.layer, bias)
                 updates.append((bias, values))
-                rows.append(_bias_row(kernel, bias, values))
+                rows.append(_bias_row(kernel, bias, values, drawn and drawn.rule))
     for variable, values in updates:
         variable.assign(values)
     total = len({id(v) for v in model.weights})
@@ -402,7 +411,9 @@ def _check_source(initializer: Any, scheme: Any, roles: Any, params: Mapping[str
         )
 
 
-def _bias_row(kernel: Kernel, bias: keras.Variable, values: np.ndarray) -> dict[str, Any]:
+def _bias_row(
+    kernel: Kernel, bias: keras.Variable, values: Any, rule: str | None = None
+) -> dict[str, Any]:
     return {
         "path": kernel.path.rsplit("/", 1)[0],  # the bias's layer is the kernel's
         "weight": bias.name,
@@ -410,9 +421,10 @@ def _bias_row(kernel: Kernel, bias: keras.Variable, values: np.ndarray) -> dict[
         "layout": "bias",
         "fan_in": None,
         "fan_out": None,
-        "initializer": "forget gate 1" if getattr(kernel.layer, "unit_forget_bias", False)
-        else "zeros",
-        "std": float(np.std(values)),
+        "initializer": rule or (
+            "forget gate 1" if getattr(kernel.layer, "unit_forget_bias", False) else "zeros"
+        ),
+        "std": float(np.std(keras.ops.convert_to_numpy(values))),
     }
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import keras
 
 from keras_inits import tables
+from keras_inits.input_activations import input_activations
 from keras_inits.kernels import Kernel, find_kernels, walk
 
 ROLES = (
@@ -46,7 +47,9 @@ _FEEDFORWARD = {"_feedforward_intermediate_dense": "ffn_in", "_feedforward_outpu
 @dataclasses.dataclass(frozen=True)
 class KernelRole:
     """One kernel: its path in the model, its role, its residual block (from 0; None
-    outside every block), and the fans of its layer type (see `keras_inits.kernels`)."""
+    outside every block), the fans of its layer type (see `keras_inits.kernels`), its
+    layout there ("dense", "conv"...), and `input_activation`: the name of the activation
+    its input went through (see `keras_inits.input_activations`; None for an embedding)."""
 
     path: str
     role: str
@@ -54,6 +57,8 @@ class KernelRole:
     shape: tuple[int, ...]
     fan_in: int
     fan_out: int
+    layout: str = ""
+    input_activation: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +106,16 @@ class Roles:
 
     def __str__(self) -> str:
         rows = [
-            {"kernel": k.path, "shape": k.shape, "role": k.role, "block": k.block}
+            {
+                "kernel": k.path, "shape": k.shape, "role": k.role, "block": k.block,
+                "input": k.input_activation,
+            }
             for k in self.kernels
         ]
-        columns = [("kernel", "kernel"), ("shape", "shape"), ("role", "role"), ("block", "block")]
+        columns = [
+            ("kernel", "kernel"), ("shape", "shape"), ("role", "role"), ("block", "block"),
+            ("input", "input activation"),
+        ]
         return f"{self.blocks} residual blocks\n" + tables.render(rows, columns)
 
 
@@ -142,11 +153,13 @@ def roles(model: keras.layers.Layer, mapping: Mapping[str, str] | None = None) -
         for kernel in kernels:
             if kernel.position > last and role[id(kernel.variable)] == "other":
                 role[id(kernel.variable)] = "head"
+    activation = input_activations(kernels)
     return Roles(
         [
             KernelRole(
                 k.path, role[id(k.variable)], block.get(id(k.variable)),
-                tuple(k.variable.shape), k.plan.fan_in, k.plan.fan_out,
+                tuple(k.variable.shape), k.plan.fan_in, k.plan.fan_out, k.plan.layout,
+                activation.get(id(k.variable)),
             )
             for k in kernels
         ],

@@ -20,6 +20,7 @@ residual blocks when there is no attention).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -27,9 +28,10 @@ from typing import Any
 
 import keras
 
-from keras_inits.base import check_choice, check_positive
-from keras_inits.initializers import TruncNormal
-from keras_inits.roles import RESIDUAL_OUTPUTS, Roles
+from keras_inits.base import check_choice, check_number, check_positive
+from keras_inits.initializers import DeltaOrthogonal, TruncNormal
+from keras_inits.roles import RESIDUAL_OUTPUTS, KernelRole, Roles
+from keras_inits.theory import critical_sigma_w2
 
 # The kernels of a feed-forward branch: keras-hub's named sublayers, or a Functional
 # branch's kernels (a Dense -> activation -> Dense added to the stream).
@@ -47,12 +49,14 @@ class Assignment:
 
 @dataclasses.dataclass(frozen=True)
 class SchemePlan:
-    """What a scheme writes: an `Assignment` per kernel path (kernels absent are kept), and
+    """What a scheme writes: an `Assignment` per kernel path (kernels absent are kept),
     `notes`: the depths and constants it used (DeepNet's alpha, which belongs to the block,
-    not to the weights), for the report."""
+    not to the weights), for the report, and `biases`: by kernel path, how to draw the
+    biases of that kernel's layer (layers absent get their biases reset as usual)."""
 
     kernels: dict[str, Assignment]
     notes: dict[str, Any]
+    biases: dict[str, Assignment] = dataclasses.field(default_factory=dict)
 
 
 Scheme = Callable[..., SchemePlan]
@@ -358,6 +362,184 @@ def mitchell(found: Roles) -> SchemePlan:
     return SchemePlan(kernels, {"layers": count_layers(found)})
 
 
+# --- Mean-field theory's schemes ------------------------------------------------------------
+
+DISTRIBUTIONS = ("normal", "orthogonal")
+
+
+def _mean_field_kernel(kernel: KernelRole, sigma_w2: float, distribution: str) -> Assignment:
+    """A kernel whose every output unit has variance sigma_w2 * E[x^2] for inputs x: the
+    Gaussian N(0, sigma_w2 / fan_in) of mean-field theory, or an orthogonal matrix of the
+    same per-unit variance (delta-orthogonal for a convolution that does not narrow).
+
+    An orthogonal block of `rows` inputs and `cols` outputs has entries of variance
+    1 / max(rows, cols), so its gain^2 is sigma_w2 * max(1, cols / rows); a delta-orthogonal
+    kernel's rows are its centre tap's input channels."""
+    if distribution == "normal":
+        initializer = keras.initializers.VarianceScaling(
+            sigma_w2, "fan_in", "untruncated_normal"
+        )
+        return Assignment(initializer, f"N(0, {sigma_w2:.4g}/fan_in)")
+    spatial = math.prod(kernel.shape[:-2]) if kernel.layout in _SPATIAL else 1
+    rows, cols = kernel.fan_in, kernel.fan_out // spatial
+    if kernel.layout == "conv" and len(kernel.shape) >= 3 and rows // spatial <= cols:
+        rows = kernel.fan_in // spatial
+        gain = math.sqrt(sigma_w2 * cols / rows)
+        return Assignment(DeltaOrthogonal(gain), f"delta_orthogonal(gain={gain:.4g})")
+    gain = math.sqrt(sigma_w2 * max(1.0, cols / rows))
+    return Assignment(keras.initializers.Orthogonal(gain), f"orthogonal(gain={gain:.4g})")
+
+
+_SPATIAL = ("conv", "depthwise", "conv_transpose")
+
+
+def _mean_field_plan(
+    found: Roles, sigma_w2: Callable[[KernelRole], tuple[float, str]], sigma_b2: float,
+    distribution: str,
+) -> SchemePlan:
+    """Every kernel but the embeddings drawn by `_mean_field_kernel` at the variance
+    `sigma_w2(kernel)` gives (with the words for the report), its layer's biases
+    N(0, sigma_b2)."""
+    check_choice("distribution", distribution, DISTRIBUTIONS)
+    bias = (
+        Assignment(keras.initializers.RandomNormal(0.0, math.sqrt(sigma_b2)),
+                   f"N(0, sigma_b2={sigma_b2:.4g})")
+        if sigma_b2 > 0 else Assignment(keras.initializers.Zeros(), "zeros (sigma_b2=0)")
+    )
+    kernels, biases = {}, {}
+    for kernel in found.kernels:
+        if kernel.role == "embedding":
+            continue
+        variance, why = sigma_w2(kernel)
+        assignment = _mean_field_kernel(kernel, variance, distribution)
+        kernels[kernel.path] = Assignment(assignment.initializer, f"{assignment.rule}{why}")
+        biases[kernel.path] = bias
+    return SchemePlan(kernels, {"sigma_b2": sigma_b2, "distribution": distribution}, biases)
+
+
+def mean_field(
+    found: Roles,
+    *,
+    sigma_w2: float | None = None,
+    sigma_b2: float = 0.0,
+    distribution: str = "normal",
+) -> SchemePlan:
+    """Every kernel as mean-field theory draws it: N(0, sigma_w2 / fan_in) (or orthogonal
+    with that per-unit variance), and every bias N(0, sigma_b2). Embeddings are kept.
+
+    The network of Poole et al. (2016) and Schoenholz et al. (2017), for a sweep over
+    (sigma_w2, sigma_b2): `keras_inits.theory.mean_field(activation, sigma_w2, sigma_b2)`
+    predicts its phase and depth scales.
+
+    Args:
+        sigma_w2: the weights' variance times fan_in, > 0.
+        sigma_b2: the biases' variance, >= 0.
+        distribution: "normal" (Gaussian), or "orthogonal": each kernel orthogonal with
+            gain sqrt(sigma_w2 * max(1, fan_out / fan_in)), the same per-unit variance; a
+            convolution kernel delta-orthogonal (Xiao et al. 2018) when its output
+            channels are at least its input channels.
+
+    Reference:
+        Poole et al. 2016, "Exponential expressivity in deep neural networks through
+        transient chaos", arXiv 1606.05340; Schoenholz et al. 2017, "Deep Information
+        Propagation", arXiv 1611.01232.
+    """
+    if sigma_w2 is None:
+        raise ValueError(
+            "The mean_field scheme needs sigma_w2=..., the weights' variance times fan_in "
+            "(scheme='critical' computes it from each kernel's activation)."
+        )
+    sigma_w2 = check_positive("sigma_w2", sigma_w2)
+    sigma_b2 = _variance("sigma_b2", sigma_b2)
+    plan = _mean_field_plan(found, lambda kernel: (sigma_w2, ""), sigma_b2, distribution)
+    plan.notes["sigma_w2"] = sigma_w2
+    return plan
+
+
+def critical(
+    found: Roles,
+    *,
+    sigma_b2: float = 0.0,
+    distribution: str = "normal",
+    activation: str | Callable | Mapping[str, str | Callable] | None = None,
+) -> SchemePlan:
+    """Each kernel at the edge of chaos for the activation its input went through: the
+    `mean_field` scheme with sigma_w2 = `keras_inits.theory.critical_sigma_w2(activation,
+    sigma_b2)`, where chi_1 = 1, kernel by kernel.
+
+    The activation is read from the model (see `keras_inits.input_activations`): a tanh
+    MLP gets sigma_w2 = 1 without bias (LeCun's variance) and 1.761 at sigma_b2 = 0.05, a
+    ReLU network 2 (He's). A kernel fed by a linear layer or an embedding (a Transformer's
+    projections after a LayerNorm) gets the linear network's 1. A ReLU network has no
+    critical point with biases: the error says so.
+
+    Args:
+        sigma_b2: the biases' variance, >= 0; every bias is drawn N(0, sigma_b2).
+        distribution: "normal" or "orthogonal" (see `mean_field`). Orthogonal weights at
+            the edge of chaos make the input-output Jacobian's singular values concentrate
+            near 1 (dynamical isometry, Pennington et al. 2017).
+        activation: overrides what is read: one activation (a Keras name or an elementwise
+            callable) for every kernel, or a mapping of kernel path patterns
+            (shell-style, as `roles`' mapping) to activations; unmatched kernels keep
+            what is read.
+
+    Reference:
+        Schoenholz et al. 2017, "Deep Information Propagation", arXiv 1611.01232;
+        Pennington, Schoenholz & Ganguli 2017, "Resurrecting the sigmoid in deep learning
+        through dynamical isometry", arXiv 1711.04735.
+    """
+    sigma_b2 = _variance("sigma_b2", sigma_b2)
+    chosen: dict[str, float] = {}
+
+    def variance(kernel: KernelRole) -> tuple[float, str]:
+        name = _activation_for(kernel, activation)
+        key = name if isinstance(name, str) else getattr(name, "__name__", repr(name))
+        if key not in chosen:
+            if isinstance(name, str) and " | " in name:
+                raise ValueError(
+                    f"{kernel.path}: its input comes through several activations ({name}), so "
+                    "no single critical sigma_w2 applies. Name it with activation={"
+                    f"'{kernel.path}': '<activation>'}}."
+                )
+            try:
+                chosen[key] = critical_sigma_w2(name, sigma_b2)
+            except ValueError as error:
+                raise ValueError(
+                    f"{kernel.path} (input activation {key}): {error} To set this kernel "
+                    "yourself, pass activation={'<path pattern>': '<activation>'}."
+                ) from None
+        return chosen[key], f" ({key} critical)"
+
+    plan = _mean_field_plan(found, variance, sigma_b2, distribution)
+    plan.notes["critical sigma_w2"] = {key: round(value, 6) for key, value in chosen.items()}
+    return plan
+
+
+def _activation_for(
+    kernel: KernelRole, activation: str | Callable | Mapping[str, Any] | None
+) -> str | Callable:
+    if activation is None:
+        return kernel.input_activation or "linear"
+    if isinstance(activation, Mapping):
+        for pattern, value in activation.items():
+            if fnmatch.fnmatchcase(kernel.path, pattern):
+                return value
+        return kernel.input_activation or "linear"
+    if isinstance(activation, str) or callable(activation):
+        return activation
+    raise TypeError(
+        "activation takes an activation name or callable, or a mapping of kernel path "
+        f"patterns to them; got {type(activation).__name__}: {activation!r}."
+    )
+
+
+def _variance(name: str, value: Any) -> float:
+    check_number(name, value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {name}={value!r}.")
+    return float(value)
+
+
 SCHEMES: dict[str, Scheme] = {
     "gpt2": gpt2,
     "megatron": gpt2,
@@ -367,6 +549,8 @@ SCHEMES: dict[str, Scheme] = {
     "deepnet": deepnet,
     "small_init": small_init,
     "mitchell": mitchell,
+    "mean_field": mean_field,
+    "critical": critical,
 }
 
 

@@ -20,7 +20,13 @@ from experiments.config import SWEPT, Cell, ExperimentConfig
 from experiments.data.datasets import is_text
 from experiments.papers.presets import PRESETS
 from experiments.results import plots, summary
-from experiments.specs import RESIDUAL_MODELS, SEQUENCE_MODELS, is_own_model, scheme_settings
+from experiments.specs import (
+    BARE_SCHEMES,
+    RESIDUAL_MODELS,
+    SEQUENCE_MODELS,
+    is_own_model,
+    scheme_settings,
+)
 
 REPORT_NAME = "report.md"
 FIGURES = {
@@ -449,6 +455,11 @@ def _identical_models(config: ExperimentConfig, swept: Sequence[str]) -> list[st
         "the fallback, then `keras_inits.reinitialize(model, scheme=NAME, seed=seed, "
         "**params)` draws each kernel by its role and depth (keras_inits.schemes); the "
         "kernels the scheme does not specify keep the fallback's draw."
+        + (
+            " Mean-field theory's schemes (`critical`, `mean_field`) draw the biases too, "
+            "N(0, sigma_b2)."
+            if any(scheme_settings(spec)[0] in BARE_SCHEMES for spec in schemes) else ""
+        )
         if schemes else ""
     )
     kinds = {is_own_model(model) for model in config.model}
@@ -466,10 +477,10 @@ def _chance_sentence(
 ) -> list[str]:
     if chance is None:
         return []
-    kind = "token" if sequence else "class"
+    kind, kinds = ("token", "tokens") if sequence else ("class", "classes")
     classes = ""
     if num_classes:
-        classes = f" ({num_classes} {kind}s; 1/{num_classes} = {1 / num_classes:.3f})"
+        classes = f" ({num_classes} {kinds}; 1/{num_classes} = {1 / num_classes:.3f})"
     uniform = ""
     if sequence and num_classes:
         uniform = (

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Callable
 
 import keras
@@ -122,12 +123,15 @@ class Activation:
         phi: x -> phi(x) on float64 NumPy arrays.
         grad: x -> phi'(x) on float64 NumPy arrays.
         closed_form: the name of its closed-form family, or None (quadrature).
+        slope: for the piecewise-linear family, phi's slope on the negative half line
+            (relu 0, leaky_relu its negative slope, linear 1).
     """
 
     name: str
     phi: Function
     grad: Function
     closed_form: str | None = None
+    slope: float = 0.0
 
 
 def _keras_name(function: Callable) -> str | None:
@@ -169,12 +173,31 @@ def _from_callable(function: Callable, name: str) -> Activation:
     return Activation(name, phi, grad)
 
 
+# A leaky ReLU of another negative slope than Keras's default: "leaky_relu(0.3)".
+_LEAKY = re.compile(r"leaky_relu\((?P<slope>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\)")
+
+
+def _leaky_relu(slope: float) -> Activation:
+    if not 0.0 <= slope < 1.0:
+        raise ValueError(
+            f"leaky_relu({slope:g}): the theory's leaky ReLU takes a negative slope in [0, 1)."
+        )
+    return Activation(
+        f"leaky_relu({slope:g})",
+        lambda x: np.where(x > 0, x, slope * x),
+        lambda x: np.where(x > 0, 1.0, slope),
+        "leaky_relu",
+        slope,
+    )
+
+
 def resolve(activation: str | Callable) -> Activation:
     """The `Activation` of a name or a callable.
 
     Args:
-        activation: a name of `ACTIVATIONS` (exact float64 forms), any other elementwise
-            `keras.activations` name, or an elementwise callable that accepts a float64
+        activation: a name of `ACTIVATIONS` (exact float64 forms), `"leaky_relu(a)"` for
+            a leaky ReLU of negative slope a, any other elementwise `keras.activations`
+            name, or an elementwise callable that accepts a float64
             NumPy array (a Keras activation function does).
 
     Returns:
@@ -185,10 +208,14 @@ def resolve(activation: str | Callable) -> Activation:
         TypeError: neither a string nor a callable.
     """
     if isinstance(activation, str):
-        name = activation.lower()
+        name = activation.lower().replace(" ", "")
+        leaky = _LEAKY.fullmatch(name)
+        if leaky:
+            return _leaky_relu(float(leaky["slope"]))
         if name in _TABLE:
             phi, grad = _TABLE[name]
-            return Activation(name, phi, grad, name if name in CLOSED_FORMS else None)
+            slope = {"leaky_relu": LEAKY_RELU_SLOPE, "linear": 1.0}.get(name, 0.0)
+            return Activation(name, phi, grad, name if name in CLOSED_FORMS else None, slope)
         if name in NOT_ELEMENTWISE:
             raise ValueError(
                 f"activation={activation!r} is not elementwise, so no mean-field recursion of "

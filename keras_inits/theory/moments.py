@@ -42,7 +42,7 @@ import math
 
 import numpy as np
 
-from keras_inits.theory.activations import LEAKY_RELU_SLOPE, Activation
+from keras_inits.theory.activations import Activation
 
 Array = np.ndarray
 _RADIUS = 10.0  # pdf(10) ~ 8e-23: the Gaussian tail beyond is below float64 rounding
@@ -124,22 +124,21 @@ def second_moment(activation: Activation, q: Array) -> Array:
     """E[phi(u)^2], u ~ N(0, q), for each q."""
     q = np.asarray(q, dtype=np.float64)
     kind = activation.closed_form
-    if kind == "linear":
-        return q
-    if kind == "relu":
-        return q / 2.0
-    if kind == "leaky_relu":
-        return (1.0 + LEAKY_RELU_SLOPE**2) * q / 2.0
+    if kind in PIECEWISE_LINEAR:
+        return piecewise_constant(activation) * q
     if kind == "erf":
         return 2.0 / math.pi * np.arcsin(2.0 * q / (1.0 + 2.0 * q))
     return _expect_line(lambda u: activation.phi(u) ** 2, q)
 
 
-# For the piecewise-linear activations, E[phi'(u)^2] and d/dq E[phi(u)^2] are the same constant
-# whatever q (phi is homogeneous of degree 1, its slope a constant on each half line).
-_PIECEWISE_LINEAR = {
-    "linear": 1.0, "relu": 0.5, "leaky_relu": (1.0 + LEAKY_RELU_SLOPE**2) / 2.0,
-}
+PIECEWISE_LINEAR = ("linear", "relu", "leaky_relu")
+
+
+def piecewise_constant(activation: Activation) -> float:
+    """For the piecewise-linear activations (slope 1 for x > 0, a below), E[phi'(u)^2],
+    d/dq E[phi(u)^2] and E[phi(u)^2] / q are the same constant (1 + a^2) / 2 whatever q:
+    phi is homogeneous of degree 1. Linear is a = 1."""
+    return (1.0 + activation.slope**2) / 2.0
 
 
 def second_moment_slope(activation: Activation, q: Array) -> Array:
@@ -147,8 +146,8 @@ def second_moment_slope(activation: Activation, q: Array) -> Array:
     as E[z phi(sqrt(q) z) phi'(sqrt(q) z)] / sqrt(q), which needs no second derivative."""
     q = np.asarray(q, dtype=np.float64)
     kind = activation.closed_form
-    if kind in _PIECEWISE_LINEAR:
-        return np.full_like(q, _PIECEWISE_LINEAR[kind])
+    if kind in PIECEWISE_LINEAR:
+        return np.full_like(q, piecewise_constant(activation))
     if kind == "erf":
         return 4.0 / math.pi / ((1.0 + 2.0 * q) * np.sqrt(1.0 + 4.0 * q))
     q = np.maximum(q, _SLOPE_MIN_Q)
@@ -165,8 +164,8 @@ def grad_moment(activation: Activation, q: Array) -> Array:
     """E[phi'(u)^2], u ~ N(0, q), for each q."""
     q = np.asarray(q, dtype=np.float64)
     kind = activation.closed_form
-    if kind in _PIECEWISE_LINEAR:
-        return np.full_like(q, _PIECEWISE_LINEAR[kind])
+    if kind in PIECEWISE_LINEAR:
+        return np.full_like(q, piecewise_constant(activation))
     if kind == "erf":
         return 4.0 / math.pi / np.sqrt(1.0 + 4.0 * q)
     return _expect_line(lambda u: activation.grad(u) ** 2, q)
@@ -184,7 +183,7 @@ def cross_moment(activation: Activation, q1: Array, q2: Array, c: Array) -> Arra
         if kind == "relu":
             return scale * degree1
         # phi(x) = (1 - a) relu(x) + a x, and E[relu(u1) u2] = sqrt(q1 q2) c / 2.
-        slope = LEAKY_RELU_SLOPE
+        slope = activation.slope
         return scale * ((1.0 - slope) ** 2 * degree1 + slope * c)
     if kind == "erf":
         ratio = 2.0 * scale * c / np.sqrt((1.0 + 2.0 * q1) * (1.0 + 2.0 * q2))
@@ -200,7 +199,7 @@ def grad_cross_moment(activation: Activation, q1: Array, q2: Array, c: Array) ->
         return np.ones_like(c)
     if kind in ("relu", "leaky_relu"):
         _, degree0 = _arccos_kernels(c)
-        slope = LEAKY_RELU_SLOPE if kind == "leaky_relu" else 0.0
+        slope = activation.slope
         # phi' = a + (1 - a) 1{x > 0}.
         return slope + (1.0 - slope) ** 2 * degree0
     if kind == "erf":

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from keras_inits.theory import moments
-from keras_inits.theory.activations import LEAKY_RELU_SLOPE, Activation, resolve
+from keras_inits.theory.activations import Activation, resolve
 
 PHASES = ("ordered", "critical", "chaotic")
 # Trainable depth = TRAINABLE_DEPTH_PER_XI_C * xi_c (Schoenholz et al. 2017, figures 5 and 6).
@@ -488,8 +488,6 @@ def mean_field(
 
 # ---------------------------------------------------------------- the edge of chaos
 
-# chi_1 = sigma_w^2 E[phi'^2] does not depend on q for these: critical only without bias.
-_HOMOGENEOUS = {"linear": 1.0, "relu": 0.5, "leaky_relu": (1.0 + LEAKY_RELU_SLOPE**2) / 2.0}
 _SCAN = np.geomspace(1e-2, 1e3, 26)
 # A q* above this many times max(1, sigma_b2) is on its way to infinity, not a fixed point.
 _BOUNDED_Q = 1e6
@@ -541,8 +539,9 @@ def critical_sigma_w2(activation: str | Callable, sigma_b2: float = 0.0) -> floa
     """
     act = resolve(activation)
     sigma_b2 = _number(sigma_b2, "sigma_b2")
-    if act.closed_form in _HOMOGENEOUS:
-        moment = _HOMOGENEOUS[act.closed_form]
+    # chi_1 = sigma_w^2 E[phi'^2] does not depend on q for these: critical only without bias.
+    if act.closed_form in moments.PIECEWISE_LINEAR:
+        moment = moments.piecewise_constant(act)
         if sigma_b2 > 0:
             raise _no_critical_homogeneous(act.name, sigma_b2, moment)
         return 1.0 / moment
@@ -593,9 +592,12 @@ def critical_sigma_w2(activation: str | Callable, sigma_b2: float = 0.0) -> floa
     chi_1 = lo * float(moments.grad_moment(act, q_star))
     if abs(chi_1 - 1.0) < 1e-6 and q_star < _BOUNDED_Q * max(1.0, sigma_b2):
         return lo
+    advice = "Use sigma_b2=0, or a bounded activation" if sigma_b2 > 0 else (
+        "Use a bounded activation (tanh, erf), or choose sigma_w2 yourself"
+    )
     raise ValueError(
         f"{act.name} with sigma_b2={sigma_b2:g} has no critical sigma_w2: chi_1 stays below 1 "
         f"(ordered) for every sigma_w2 at which q^l has a fixed point, and reaches 1 only as "
         f"sigma_w2 -> {hi:.6g}, where q* grows without bound (q*={q_star:.3g} at "
-        f"sigma_w2={lo:.12g}). Use sigma_b2=0, or a bounded activation."
+        f"sigma_w2={lo:.12g}). {advice}."
     )

@@ -408,3 +408,21 @@ def test_diverging_length_map():
     with pytest.raises(theory.NoFixedPointError):
         theory.mean_field("relu", 2.0, 0.1)
     assert theory.length_map("relu", [1.0, 4.0], 3.0).tolist() == [1.5, 6.0]  # the map is fine
+
+
+def test_a_leaky_relu_of_any_slope_has_its_closed_forms():
+    """`leaky_relu(0.3)` (what a LeakyReLU(negative_slope=0.3) layer reads as): its closed-form
+    moments against the quadrature of the same function given as a callable."""
+    named = resolve("leaky_relu(0.3)")
+    assert named.closed_form == "leaky_relu" and named.slope == 0.3
+
+    def leaky(x):
+        return np.where(x > 0, x, 0.3 * x)
+
+    for c in (-0.5, 0.2, 0.9):
+        exact = theory.correlation_map("leaky_relu(0.3)", c, 1.7, 0.1, q=0.8)
+        numeric = theory.correlation_map(leaky, c, 1.7, 0.1, q=0.8)
+        assert exact == pytest.approx(numeric, abs=1e-6)
+    assert theory.critical_sigma_w2("leaky_relu(0.3)") == pytest.approx(2 / 1.09)
+    with pytest.raises(ValueError, match=r"negative slope in \[0, 1\)"):
+        resolve("leaky_relu(1.5)")
