@@ -14,6 +14,14 @@ whose gradient sums every residual path above it):
   per example (the per-element gradient changes with a layer's size alone, e.g.
   across average pooling; see `_longest_equal_size_span`). Layers without a
   gradient (the loss does not reach them) are left out.
+- shrinking / growing activations or gradients: below those limits, a steady rate per
+  layer outside [1/1.25, 1.25] (`layer_rate`), measured over the same span: the
+  end-to-end change stays under 10x only because the model is shallow (Glorot &
+  Bengio's U(-1/sqrt(n), 1/sqrt(n)) loses about 0.57x per tanh layer, 9.4x over five).
+  The verdict says the rate, how many layers lose 10x at that rate, and, for a
+  chain-like model, the rate mean-field theory predicts from the weights.
+- beyond the trainable depth: a chain-like model (see `keras_inits.prediction`) deeper
+  than 6 xi_c of its mean-field phase (Schoenholz et al. 2017).
 - saturated layer: more than `saturated` (50%) of a tanh/sigmoid-like layer's
   outputs are saturated (|a| > 0.9, or a outside (0.1, 0.9) for sigmoid).
 - dead layer: more than `dead` (50%) of a ReLU layer's units are never active
@@ -44,12 +52,14 @@ import numpy as np
 from keras_inits import tables
 from keras_inits._extras import HARNESS, require
 from keras_inits.base import check_choice
+from keras_inits.prediction import describe_phase, phase, predict
 from keras_inits.roles import RESIDUAL_OUTPUTS
 from keras_inits.signals import SignalProbe
 from keras_inits.stream import STREAM_GROWTH, stream_verdict
 
 THRESHOLDS: dict[str, float] = {
-    "depth_ratio": 10.0, "saturated": 0.5, "dead": 0.5, "stream_growth": STREAM_GROWTH,
+    "depth_ratio": 10.0, "layer_rate": 1.25, "saturated": 0.5, "dead": 0.5,
+    "stream_growth": STREAM_GROWTH,
 }
 _MIN_DEPTH = 3  # a trend "across depth" needs at least this many layers
 _COLUMNS = [
@@ -61,6 +71,13 @@ _COLUMNS = [
     ("weight_gradient_std", "w-grad std"),
     ("saturated_fraction", "saturated"),
     ("dead_fraction", "dead"),
+]
+# The theory's numbers beside the measured ones (keras_inits.prediction), for chain-like models.
+_PREDICTED_COLUMNS = [
+    ("predicted_std", "pred std"),
+    ("predicted_q", "pred q"),
+    ("gradient_ratio", "grad ratio"),
+    ("predicted_gradient_ratio", "pred ratio"),
 ]
 _STREAM_COLUMNS = [
     ("block", "block"), ("path", "output of"), ("output_std", "stream std"),
@@ -99,6 +116,13 @@ class Diagnosis:
             path (the operation whose output is the block's), attention (whether
             the block holds an attention layer), output_std and gradient_std of
             the residual stream there; empty otherwise.
+        phase: for a chain-like model (see `keras_inits.prediction`), its mean-field
+            phase at its typical hidden layer's weights: `keras_inits.theory.MeanField`'s
+            fields, `trainable_depth` and the model's `depth`; None otherwise. The
+            layers then also hold the theory's predicted_q, predicted_std,
+            gradient_ratio, predicted_gradient_ratio and predicted_gradient_std.
+        unpredicted: why nothing is predicted (the model is not a chain the theory
+            describes), or None.
     """
 
     layers: list[dict[str, Any]]
@@ -106,6 +130,8 @@ class Diagnosis:
     loss: float
     surrogate: bool
     stream: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    phase: dict[str, Any] | None = None
+    unpredicted: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: `{"layers": [...], "verdicts": [str, ...], "findings": [...], ...}`."""
@@ -121,16 +147,23 @@ class Diagnosis:
                 {key: _json_number(value) for key, value in block.items()}
                 for block in self.stream
             ],
+            "phase": None if self.phase is None else {
+                key: _json_number(value) for key, value in self.phase.items()
+            },
+            "unpredicted": self.unpredicted,
         }
 
     def table(self) -> str:
         """The layers as a text table, then the verdicts."""
         loss = "surrogate loss" if self.surrogate else "loss"
-        lines = [tables.render(self.layers, _COLUMNS)]
+        predicted = any("predicted_q" in layer for layer in self.layers)
+        lines = [tables.render(self.layers, _COLUMNS + (_PREDICTED_COLUMNS if predicted else []))]
         if self.stream:
             lines += ["", "Residual stream (each block's output):"]
             lines.append(tables.render(self.stream, _STREAM_COLUMNS))
         lines.append(f"{loss}: {self.loss:.4g}")
+        if self.phase is not None:
+            lines.append(describe_phase(self.phase))
         if self.verdicts:
             lines += [f"- {verdict.message}" for verdict in self.verdicts]
         else:
@@ -175,6 +208,9 @@ def diagnose(
     """
     probe = SignalProbe(model, x, y, loss=loss, stream=True)
     signals = probe.compute()
+    prediction = predict(probe.taps, x, [
+        {"gradient_std": _number(stats["gradient_std"])} for stats in signals.statistics()
+    ])
     found = {kernel.path: kernel for kernel in probe.roles.kernels}
     rows = []
     for tap, (shape, _), stats in zip(
@@ -191,6 +227,8 @@ def diagnose(
         }
         row.update({key: _number(value) for key, value in stats.items()})
         rows.append(row)
+    for row, predicted in zip(rows, prediction.rows, strict=False):
+        row.update(predicted)
     stream = [
         {
             "block": point.block,
@@ -200,8 +238,13 @@ def diagnose(
         }
         for point, stats in zip(signals.stream, signals.stream_statistics(), strict=True)
     ]
-    return Diagnosis(rows, find_verdicts(rows, THRESHOLDS, stream), _number(signals.loss),
-                     y is None, stream)
+    found_phase, warning = phase(prediction, [row["path"] for row in rows])
+    verdicts = find_verdicts(rows, THRESHOLDS, stream)
+    if warning:
+        verdicts.append(Verdict("beyond_trainable_depth", (rows[0]["path"], rows[-1]["path"]),
+                                warning))
+    return Diagnosis(rows, verdicts, _number(signals.loss), y is None, stream,
+                     phase=found_phase, unpredicted=prediction.reason)
 
 
 def _number(value: Any) -> float | None:
@@ -271,7 +314,10 @@ def find_verdicts(
         # block (a deep stem or head) are checked as a chain of their own.
         verdicts += _stream_verdicts(stream, thresholds)
         signal = [row for row in signal if row.get("block") is None]
-    verdicts += _depth_verdicts(signal, thresholds["depth_ratio"], "layers")
+    verdicts += _depth_verdicts(
+        signal, thresholds["depth_ratio"], "layers",
+        thresholds.get("layer_rate", THRESHOLDS["layer_rate"]),
+    )
     verdicts += _fraction_verdicts(
         rows,
         "saturated_fraction",
@@ -292,41 +338,105 @@ def find_verdicts(
 
 
 def _depth_verdicts(
-    signal: Sequence[Mapping[str, Any]], limit: float, unit: str
+    signal: Sequence[Mapping[str, Any]], limit: float, unit: str,
+    rate_limit: float = THRESHOLDS["layer_rate"],
 ) -> list[Verdict]:
     """Vanishing or exploding activations and gradients from the first to the last of
-    `signal` (layers, or residual blocks: `unit`)."""
+    `signal` (layers, or residual blocks: `unit`), or, below that limit, a steady
+    shrinking or growth per layer that a deeper model would compound."""
     verdicts: list[Verdict] = []
     if len(signal) >= _MIN_DEPTH:
         first, last = signal[0], signal[-1]
         change = _ratio(last["output_std"], first["output_std"])
         span = f"from {first['path']} to {last['path']} ({len(signal)} {unit})"
         values = f"{first['output_std']:.3g} -> {last['output_std']:.3g}"
+        predicted = _predicted_change(first, last, "predicted_std", forward=True)
+        rate = _rate_text(change, len(signal), unit, predicted)
         verdicts += _depth_verdict(
             "activations",
             (first["path"], last["path"]),
             change,
             limit,
-            f"Vanishing activations: output std falls {_fold(change)} {span}, {values}.",
-            f"Exploding activations: output std grows {change:.3g}x {span}, {values}.",
-        )
+            f"Vanishing activations: output std falls {_fold(change)} {span}, {values}.{rate}",
+            f"Exploding activations: output std grows {change:.3g}x {span}, {values}.{rate}",
+        ) or _rate_verdict("activations", "output std", (first["path"], last["path"]), change,
+                           len(signal), unit, limit, rate_limit, predicted)
     # A layer the loss does not reach (its output computed, then unused) has no gradient
     # (None under TensorFlow and PyTorch): it is left out rather than divided by.
     span = _longest_equal_size_span([row for row in signal if row["gradient_std"] is not None])
     if span is not None and span[2] >= _MIN_DEPTH:
-        first, last, _ = span
+        first, last, count = span
         change = _ratio(first["gradient_std"], last["gradient_std"])
+        predicted = _predicted_change(first, last, "predicted_gradient_std", forward=False)
+        rate = _rate_text(change, count, unit, predicted)
         verdicts += _depth_verdict(
             "gradients",
             (first["path"], last["path"]),
             change,
             limit,
             f"Vanishing gradients: dLoss/d(output) shrinks {_fold(change)} from "
-            f"{last['path']} back to {first['path']}; the first {unit} will barely learn.",
+            f"{last['path']} back to {first['path']}; the first {unit} will barely learn.{rate}",
             f"Exploding gradients: dLoss/d(output) is {change:.3g}x larger at "
-            f"{first['path']} than at {last['path']}.",
-        )
+            f"{first['path']} than at {last['path']}.{rate}",
+        ) or _rate_verdict("gradients", "dLoss/d(output)", (last["path"], first["path"]),
+                           change, count, unit, limit, rate_limit, predicted)
     return verdicts
+
+
+def _rate_text(change: float, count: int, unit: str, predicted: float | None) -> str:
+    """' That is 0.45x per layer (mean-field theory predicts 0.44x from these weights).'"""
+    if not 0 < change < math.inf or count < 2:
+        return ""
+    text = f" That is {change ** (1 / (count - 1)):.2g}x per {unit[:-1]}"
+    if predicted is not None and 0 < predicted < math.inf:
+        text += (f" (mean-field theory predicts {predicted ** (1 / (count - 1)):.2g}x from these "
+                 "weights)")
+    return text + "."
+
+
+def _predicted_change(
+    first: Mapping[str, Any], last: Mapping[str, Any], key: str, forward: bool
+) -> float | None:
+    """The theory's change over the span (last over first forward, first over last for
+    gradients, which flow back), when both ends are predicted."""
+    a, b = first.get(key), last.get(key)
+    if not a or not b:
+        return None
+    return b / a if forward else a / b
+
+
+def _rate_verdict(
+    quantity: str, measured: str, layers: tuple[str, str], change: float, count: int,
+    unit: str, limit: float, rate_limit: float, predicted: float | None,
+) -> list[Verdict]:
+    """A steady per-layer rate outside [1/rate_limit, rate_limit] that stays under the
+    end-to-end `limit` only because the model is shallow: Glorot & Bengio's point about
+    U(-1/sqrt(n), 1/sqrt(n)), whose signal shrinks about 0.57x per tanh layer."""
+    if not 0 < change < math.inf or count < 2:
+        return []
+    rate = change ** (1 / (count - 1))
+    if 1 / rate_limit <= rate <= rate_limit:
+        return []
+    shrinks = rate < 1
+    per_limit = math.log(limit) / abs(math.log(rate))
+    doubled = rate ** (2 * (count - 1))
+    verb, kind = ("shrink", "shrinking") if shrinks else ("grow", "growing")
+    over = _fold(change) if shrinks else f"{change:.3g}x"
+    twice = f"{1 / doubled:.3g}x" if shrinks else f"{doubled:.3g}x"
+    theory = "" if predicted is None or not 0 < predicted < math.inf else (
+        f" Mean-field theory predicts {predicted ** (1 / (count - 1)):.2g}x per {unit[:-1]} "
+        "from these weights."
+    )
+    message = (
+        f"{quantity.capitalize()} ({measured}) {verb} {rate:.2g}x per {unit[:-1]} from "
+        f"{layers[0]} {'back ' if quantity == 'gradients' else ''}to {layers[1]}: {over} "
+        f"over these "
+        f"{count} {unit}, under the {limit:g}x limit only because the model is shallow. At "
+        f"this rate {limit:g}x is {'lost' if shrinks else 'gained'} every {per_limit:.2g} "
+        f"{unit}, and a model twice as deep would {'lose' if shrinks else 'gain'} "
+        f"{twice}.{theory}"
+    )
+    return [Verdict(f"{kind}_{quantity}", layers, message)]
 
 
 def _stream_verdicts(
@@ -340,7 +450,10 @@ def _stream_verdicts(
         attention=any(row.get("attention") for row in stream),
     )
     sized = [{**row, "output_size": 1} for row in stream]  # one stream, one size
-    verdicts = _depth_verdicts(sized, thresholds["depth_ratio"], "blocks")
+    verdicts = _depth_verdicts(
+        sized, thresholds["depth_ratio"], "blocks",
+        thresholds.get("layer_rate", THRESHOLDS["layer_rate"]),
+    )
     if growing is not None:
         verdicts = [v for v in verdicts if v.kind != "exploding_activations"]
         verdicts.insert(0, Verdict("growing_stream", ends, growing))
@@ -407,7 +520,9 @@ def _fraction_verdicts(
 def plot_profiles(
     path: str | Path, diagnoses: Mapping[str, Diagnosis], of: str = "layers"
 ) -> Path:
-    """Activation std and back-propagated gradient std per layer, one line per diagnosis.
+    """Activation std and back-propagated gradient std per layer, one line per diagnosis,
+    and for a chain-like model a dashed line in the same colour for what mean-field
+    theory predicts from its weights (see `keras_inits.prediction`).
 
     The figure the harness draws for its own models (Glorot & Bengio's Figs. 6-7),
     for any model; several diagnoses of the same model (one per initializer, say)
@@ -430,9 +545,16 @@ def plot_profiles(
             )
         names = [str(row["path"]) for row in rows] if len(rows) > len(names) else names
         x = np.arange(1, len(rows) + 1)
-        for axes, key in ((activations, "output_std"), (gradients, "gradient_std")):
+        for axes, key, theory in (
+            (activations, "output_std", "predicted_std"),
+            (gradients, "gradient_std", "predicted_gradient_std"),
+        ):
             values = [np.nan if row[key] is None else row[key] for row in rows]
-            axes.plot(x, values, marker="o", markersize=3, label=label)
+            (line,) = axes.plot(x, values, marker="o", markersize=3, label=label)
+            predicted = [row.get(theory) for row in rows]
+            if any(value is not None for value in predicted):
+                axes.plot(x, [np.nan if v is None else v for v in predicted], linestyle="--",
+                          color=line.get_color(), label=f"{label}: mean-field theory")
     unit = "layer" if of == "layers" else "residual block"
     quantity = "activation" if of == "layers" else "residual stream"
     activations.set_title(f"{quantity} std per {unit} (log scale; zeros not drawn)")

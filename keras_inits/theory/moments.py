@@ -120,6 +120,16 @@ def _arccos_kernels(c: Array) -> tuple[Array, Array]:
     return degree1, degree0
 
 
+def first_moment(activation: Activation, q: Array) -> Array:
+    """E[phi(u)], u ~ N(0, q), for each q: relu's sqrt(q / 2 pi) in closed form."""
+    q = np.asarray(q, dtype=np.float64)
+    if activation.closed_form in ("relu", "leaky_relu"):
+        return (1.0 - activation.slope) * np.sqrt(q / (2.0 * math.pi))
+    if activation.closed_form in ("linear", "erf"):
+        return np.zeros_like(q)
+    return _expect_line(activation.phi, q)
+
+
 def second_moment(activation: Activation, q: Array) -> Array:
     """E[phi(u)^2], u ~ N(0, q), for each q."""
     q = np.asarray(q, dtype=np.float64)

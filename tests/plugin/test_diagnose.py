@@ -18,6 +18,11 @@ LAYER_KEYS = {
     "gradient_std", "weight_gradient_std", "weight_std", "saturated_fraction", "dead_fraction",
     "role", "block",
 }
+# What mean-field theory adds to each layer of a chain-like model (keras_inits.prediction).
+PREDICTED_KEYS = {
+    "predicted_q", "predicted_std", "gradient_ratio", "predicted_gradient_ratio",
+    "predicted_gradient_std",
+}
 # One width and batch for the small models: under JAX every new shape costs a compilation.
 WIDTH, BATCH = 16, 32
 EPSILON = keras.config.epsilon()
@@ -303,6 +308,7 @@ def found(rows, thresholds=None):
     return [(each.kind, each.layers) for each in verdicts]
 
 
+MIDDLE = [synthetic_row(f"middle{index}") for index in range(10)]
 # (ratio as a function of the depth limit, the verdict's direction): just inside, at and
 # just outside each threshold. The docstring says "more than 10x": 10x itself passes.
 DEPTH_CASES = [
@@ -322,7 +328,8 @@ def test_activation_verdicts_just_inside_and_outside_the_depth_ratio(
 ):
     limit = (thresholds or THRESHOLDS)["depth_ratio"]
     first_std = 0.25  # a power of two: last / first is exactly the ratio asked for
-    rows = [synthetic_row("first", first_std), synthetic_row("middle"),
+    # 12 layers: 10x over 11 steps is 1.23x per layer, inside the per-layer rate's limit.
+    rows = [synthetic_row("first", first_std), *MIDDLE,
             synthetic_row("last", first_std * ratio_of(limit))]
     expected = [] if direction is None else [(f"{direction}_activations", ("first", "last"))]
     assert found(rows, thresholds) == expected
@@ -335,7 +342,7 @@ def test_gradient_verdicts_just_inside_and_outside_the_depth_ratio(ratio_of, dir
     last_gradient = 0.25
     # Gradients flow backwards: the first layer's gradient over the deepest one's.
     rows = [synthetic_row("first", gradient_std=last_gradient * ratio_of(limit)),
-            synthetic_row("middle"), synthetic_row("last", gradient_std=last_gradient)]
+            *MIDDLE, synthetic_row("last", gradient_std=last_gradient)]
     expected = [] if direction is None else [(f"{direction}_gradients", ("first", "last"))]
     assert found(rows, thresholds) == expected
 
@@ -395,7 +402,8 @@ def test_gradients_are_compared_over_the_longest_run_of_equal_output_size():
             synthetic_row("head", gradient_std=1 / 1000, output_size=4),
         ]
 
-    assert found(model_rows(LIMIT * 0.99)) == []
+    # Just under 10x over three blocks is still 3.1x per block: a steady growth.
+    assert found(model_rows(LIMIT * 0.99)) == [("growing_gradients", ("block3", "block1"))]
     assert found(model_rows(LIMIT * 1.01)) == [("exploding_gradients", ("block1", "block3"))]
 
 
@@ -473,8 +481,9 @@ def test_to_dict_has_the_documented_keys_and_is_json(mixed):
         "relu_layer", "tanh_layer", "softmax_layer"
     ]
     for layer in as_dict["layers"]:
-        assert set(layer) == LAYER_KEYS
+        assert set(layer) == LAYER_KEYS | PREDICTED_KEYS  # a chain: the theory applies
         assert layer["layout"] == "dense" and layer["output_size"] == WIDTH
+    assert as_dict["phase"]["activation"] == "relu" and as_dict["unpredicted"] is None
     relu, tanh, softmax = as_dict["layers"]
     assert relu["activation"] == "relu" and tanh["activation"] == "tanh"
     assert relu["saturated_fraction"] is None and 0 <= relu["dead_fraction"] <= 1
@@ -514,8 +523,10 @@ def test_plot_draws_each_layers_activation_and_gradient_std_on_log_axes(
     activations, gradients = figure.axes
     layers = diagnosis.layers
     for axes, key in ((activations, "output_std"), (gradients, "gradient_std")):
-        (line,) = axes.get_lines()
+        line, theory = axes.get_lines()
         assert line.get_label() == "model"
+        assert theory.get_label() == "model: mean-field theory"
+        assert theory.get_linestyle() == "--" and theory.get_color() == line.get_color()
         np.testing.assert_array_equal(line.get_xdata(), np.arange(1, len(layers) + 1))
         expected = [np.nan if row[key] is None else row[key] for row in layers]
         np.testing.assert_allclose(line.get_ydata(), expected)
