@@ -22,6 +22,7 @@ from experiments.papers.replications import (
     ZHANG2019,
     Replication,
 )
+from experiments.papers.trainability import SCHOENHOLZ2017
 from experiments.papers.width_transfer import YANG2022
 
 
@@ -185,6 +186,35 @@ PRESETS: dict[str, Preset] = {
                 "histogram_every": 250,
             },
             replication=XIAO2018,
+        ),
+        Preset(
+            "schoenholz2017",
+            "Schoenholz et al. (2017), Deep Information Propagation, Figs. 5-6: tanh MLPs of "
+            "depths 6 to 48 over a grid of weight variances at sigma_b2 = 0.05 (the "
+            "mean_field(...) arms of one depth train together); the trainable depth peaks at "
+            "the edge of chaos, and 6 xi_c separates the cells that train from those that do "
+            "not.",
+            {
+                "initializers": tuple(
+                    f"mean_field(sigma_w2={sigma_w2}, sigma_b2=0.05)"
+                    for sigma_w2 in (0.5, 1.0, 1.25, 1.76, 2.5, 4.0)
+                ),
+                "model": ("mlp",),
+                "activation": "tanh",
+                "depth": (6, 12, 24, 48),
+                "width": 128,
+                "dataset": "mnist5k",
+                "train_size": 4000,
+                "test_size": 1000,
+                "optimizer": "sgd",
+                "learning_rate": 0.003,
+                "momentum": 0.9,
+                "batch_size": 64,
+                "epochs": 4,
+                "seeds": (0, 1),
+                "histogram_every": 0,
+            },
+            replication=SCHOENHOLZ2017,
         ),
         Preset(
             "zhang2019",

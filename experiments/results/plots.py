@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from experiments import files
+from experiments.papers.trainability import Grid
 from experiments.papers.width_transfer import TRAINED_LOSS, best_learning_rate
 
 Groups = Mapping[str, Sequence[dict]]
@@ -421,3 +422,47 @@ def learning_rate_transfer(path: str, entries: Sequence[dict[str, Any]]) -> Figu
     _save(figure, path, dpi=110)
     return figure
 
+
+
+def trainability_map(path: str, found: Grid) -> Figure:
+    """Schoenholz et al. (2017), Figs. 5-6: mean test accuracy over a depth x sigma_w2 grid of
+    `mean_field` arms as a heat map (log axes, one cell per run setting), the mean-field
+    trainable depth 6 xi_c(sigma_w2) drawn over it, and the edge of chaos dotted. Cells
+    marked with a dot trained (`Grid.trained`)."""
+    from keras_inits import theory  # Deferred: only this figure needs the theory.
+
+    depths, weights = np.array(found.depths, float), np.array(found.sigma_w2s, float)
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    mesh = axes.pcolormesh(_edges(weights), _edges(depths), found.accuracy, cmap="viridis",
+                           vmin=np.nanmin(found.accuracy), vmax=np.nanmax(found.accuracy))
+    figure.colorbar(mesh, ax=axes, label="test accuracy after training (mean over seeds)")
+    trained = found.trained()
+    rows, columns = np.nonzero(trained)
+    axes.plot(weights[columns], depths[rows], "o", color="white", markersize=4,
+              label="trained (past halfway from the worst cell to the best)")
+    dense = np.geomspace(_edges(weights)[0], _edges(weights)[-1], 200)
+    limit = np.array([
+        theory.mean_field(found.activation, w, found.sigma_b2).trainable_depth for w in dense
+    ])
+    axes.plot(dense, np.minimum(limit, 1e6), color="white", linestyle="--", linewidth=2,
+              label=r"6 $\xi_c$ (mean-field trainable depth)")
+    critical = theory.critical_sigma_w2(found.activation, found.sigma_b2)
+    axes.axvline(critical, color="orange", linestyle=":", label=f"edge of chaos ({critical:.3g})")
+    axes.set(xscale="log", yscale="log", ylim=(_edges(depths)[0], _edges(depths)[-1]),
+             xlabel=r"$\sigma_w^2$", ylabel="depth (hidden layers)",
+             title=f"{found.activation}, " + r"$\sigma_b^2$" + f" = {found.sigma_b2:g}")
+    axes.set_xticks(weights, [f"{w:g}" for w in weights])
+    axes.set_yticks(depths, [f"{d:g}" for d in depths])
+    axes.minorticks_off()
+    figure.legend(fontsize="small", loc="outside lower center", ncols=3, facecolor="0.6")
+    _save(figure, path, dpi=110)
+    return figure
+
+
+def _edges(centres: np.ndarray) -> np.ndarray:
+    """Cell edges around log-spaced centres: geometric midpoints, and as far again outside."""
+    logs = np.log(centres)
+    middle = (logs[1:] + logs[:-1]) / 2
+    first, last = 2 * logs[0] - middle[0], 2 * logs[-1] - middle[-1]
+    return np.exp(np.concatenate([[first], middle, [last]]))

@@ -18,6 +18,7 @@ from typing import Any
 from experiments import files
 from experiments.config import SWEPT, Cell, ExperimentConfig
 from experiments.data.datasets import is_text
+from experiments.papers import trainability
 from experiments.papers.presets import PRESETS
 from experiments.results import plots, summary
 from experiments.specs import (
@@ -37,6 +38,8 @@ FIGURES = {
 }
 # The figure of a width x learning-rate grid: loss against the rate, a line per width.
 TRANSFER_FIGURE = "learning_rate_transfer.png"
+# The figure of a depth x mean_field(sigma_w2=...) grid: accuracy, with 6 xi_c drawn over it.
+TRAINABILITY_FIGURE = "trainability.png"
 # Swept settings that get a figure of the final loss against their values.
 NUMERIC_SETTINGS = ("depth", "width", "learning_rate", "batch_size")
 _COLUMNS = (
@@ -230,6 +233,11 @@ def _figures(
         entries = [entry for members in groups.values() for entry in members]
         plots.learning_rate_transfer(files.join(root, TRANSFER_FIGURE), entries)
         figures.append((TRANSFER_FIGURE, "Learning-rate transfer across widths"))
+    if "depth" in swept:
+        found = trainability.grid([entry for members in groups.values() for entry in members])
+        if found is not None:
+            plots.trainability_map(files.join(root, TRAINABILITY_FIGURE), found)
+            figures.append((TRAINABILITY_FIGURE, "Trainable depth against sigma_w2"))
     if runs:
         plots.depth_profiles(files.join(root, "depth_profiles.png"), runs)
         for moment in ("initial", "final"):
