@@ -9,10 +9,12 @@ For any built model: `reinitialize` (every kernel with the fans of its layer
 type), `lsuv` (data-dependent unit-variance init), `diagnose` (signal
 propagation in numbers and words), `roles` (what each kernel does in a residual
 network or Transformer, and its block), `reinitialize(model, scheme=...)` (the
-schemes of `keras_inits.schemes`: GPT-2's, Fixup, T-Fixup, DeepNet...) and the
+schemes of `keras_inits.schemes`: GPT-2's, Fixup, T-Fixup, DeepNet...), the
 `SignalHistograms` callback
-(activation and gradient histograms in TensorBoard during `fit`). `keras_inits.mup`: the
-Maximal Update Parametrization (muP), for hyperparameters that transfer across widths.
+(activation and gradient histograms in TensorBoard during `fit`) and `jacobian_spectrum`
+(the singular values of the input-output Jacobian: dynamical isometry or not).
+`keras_inits.mup`: the Maximal Update Parametrization (muP), for hyperparameters that
+transfer across widths.
 """
 
 from keras_inits import mup, schemes, theory
@@ -36,6 +38,7 @@ from keras_inits.lsuv import LSUVReport, lsuv
 from keras_inits.registry import INITIALIZERS, get, names, parse_spec, register_names, reseed
 from keras_inits.reinit import ReinitReport, reinitialize
 from keras_inits.roles import ROLES, KernelRole, Roles, roles
+from keras_inits.spectrum import JacobianSpectrum, jacobian_spectrum
 
 __version__ = "0.1.0"
 
@@ -48,6 +51,7 @@ __all__ = [
     "Diagnosis",
     "Dirac",
     "FanScaling",
+    "JacobianSpectrum",
     "KernelRole",
     "KaimingNormal",
     "KaimingUniform",
@@ -66,6 +70,7 @@ __all__ = [
     "compute_fans",
     "diagnose",
     "get",
+    "jacobian_spectrum",
     "lsuv",
     "mup",
     "names",
