@@ -55,6 +55,13 @@ flags.DEFINE_integer(
     "Steps between histogram snapshots; 0 turns histograms off (step 0 is always "
     "logged when on)." + _FROM_PRESET,
 )
+flags.DEFINE_integer(
+    "jacobian_spectrum",
+    None,
+    "Probe examples whose input-output Jacobian (up to the read-out's input) is taken at step "
+    "0 with keras_inits.jacobian_spectrum: its singular values go to TensorBoard and run.json, "
+    "its mean and variance of sigma^2 to the summary; 0: off." + _FROM_PRESET,
+)
 flags.DEFINE_string("logdir", "logs", "Root folder of all experiments.")
 flags.DEFINE_string(
     "experiment", None, "Folder name under --logdir (default: the preset and changed flags)."
@@ -121,6 +128,7 @@ _SETTINGS = (
     "clipnorm",
     "global_clipnorm",
     "histogram_every",
+    "jacobian_spectrum",
     "logdir",
     "experiment",
     "overwrite",

@@ -104,6 +104,8 @@ class ExperimentConfig:
     group_arms: bool = True
     histogram_every: int = 100
     probe_size: int = 256
+    # Probe examples whose input-output Jacobian spectrum is taken at step 0 (0: none).
+    jacobian_spectrum: int = 0
     logdir: str = "logs"
     experiment: str = ""
     overwrite: bool = False
@@ -336,10 +338,16 @@ def validate(config: ExperimentConfig) -> None:
     for name, least in (
         ("train_size", 1), ("test_size", 1), ("epochs", 1), ("probe_size", 1),
         ("histogram_every", 0), ("task_retries", 0), ("heads", 1), ("sequence_length", 1),
+        ("jacobian_spectrum", 0),
     ):
         value = getattr(config, name)
         if not _is_int(value) or value < least:
             raise ExperimentError(f"--{name} must be an integer >= {least}, got {value!r}.")
+    if config.jacobian_spectrum and data.is_text(config.dataset):
+        raise ExperimentError(
+            f"--jacobian_spectrum needs float inputs to differentiate, and {config.dataset} "
+            "feeds token ids; leave it at 0 for text."
+        )
     for seed in config.seeds:
         if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
             raise ExperimentError(

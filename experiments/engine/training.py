@@ -37,6 +37,7 @@ import tensorflow as tf
 from experiments import files, models
 from experiments.config import Cell, ExperimentConfig
 from experiments.data.datasets import Dataset
+from experiments.engine import spectra as spectra_lib
 from experiments.engine import stacked, strategies, towers
 from experiments.engine.evaluation import GroupEvaluation
 from experiments.engine.monitor import ArmLog, GroupMonitor
@@ -249,6 +250,12 @@ def train_group(
         test = {f"val_{key}": value for key, value in test_logs[log.name].items()}
         log.record(0, 0, {**train_logs[log.name], **test})
     initial = snapshots.take(0, names, scalars=True, histograms=histograms_on)
+    spectra = [
+        spectra_lib.initial_spectrum(
+            initialized.model, data.x_train[: config.jacobian_spectrum], log.writer
+        ) if config.jacobian_spectrum else None
+        for initialized, log in zip(built, logs, strict=True)
+    ]
 
     # XLA for the train step only (Keras's own rule keeps it off under a distribution
     # strategy); the evaluations run a few dozen batches of two shapes.
@@ -280,14 +287,18 @@ def train_group(
             _save(initialized.model.save, arm.run_dir, MODEL_FILE)
     finals = _final_snapshots(monitor, snapshots, histograms_on)
     results = []
-    for arm, own, initialized, log in zip(arms, cells, built, logs, strict=True):
+    for arm, own, initialized, log, spectrum in zip(arms, cells, built, logs, spectra,
+                                                     strict=True):
         log.writer.close()
         step = monitor.arm_step(log)
         first, final = initial[log.name], finals[log.name]
-        results.append(
-            _result(arm, own, seed, initialized, log, step, first, final, monitor, config,
-                    data.prior_loss, final_train[log.name]["loss"])
-        )
+        entry, details = _result(arm, own, seed, initialized, log, step, first, final, monitor,
+                                 config, data.prior_loss, final_train[log.name]["loss"])
+        if spectrum is not None:
+            entry["jacobian_mean_squared"] = spectrum["mean_squared"]
+            entry["jacobian_variance_squared"] = spectrum["variance_squared"]
+            details["jacobian_spectrum"] = spectrum
+        results.append((entry, details))
     for arm, (_, details) in zip(arms, results, strict=True):
         files.write_text(files.join(arm.run_dir, RUN_DETAILS), json.dumps(details) + "\n")
     return [RunResult(entry, details, fit_seconds) for entry, details in results]

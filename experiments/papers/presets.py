@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from experiments.papers.isometry import PENNINGTON2017
 from experiments.papers.replications import (
     GLOROT2010,
     HE2015,
@@ -215,6 +216,35 @@ PRESETS: dict[str, Preset] = {
                 "histogram_every": 0,
             },
             replication=SCHOENHOLZ2017,
+        ),
+        Preset(
+            "pennington2017",
+            "Pennington et al. (2017), Resurrecting the sigmoid: 64-layer tanh MLPs at the "
+            "edge of chaos (sigma_b2 = 1e-5), orthogonal against Gaussian weights of the same "
+            "variance; the orthogonal network's input-output Jacobian spectrum at step 0 is far "
+            "narrower, and it trains faster.",
+            {
+                "initializers": (
+                    "critical(sigma_b2=1e-05, distribution='orthogonal')",
+                    "critical(sigma_b2=1e-05)",
+                ),
+                "model": ("mlp",),
+                "activation": "tanh",
+                "depth": 64,
+                "width": 128,
+                "dataset": "mnist5k",
+                "train_size": 4000,
+                "test_size": 1000,
+                "optimizer": "sgd",
+                "learning_rate": 0.003,
+                "momentum": 0.9,
+                "batch_size": 64,
+                "epochs": 3,
+                "seeds": (0, 1, 2),
+                "histogram_every": 0,
+                "jacobian_spectrum": 16,
+            },
+            replication=PENNINGTON2017,
         ),
         Preset(
             "zhang2019",

@@ -1,0 +1,100 @@
+"""pennington2017's verdict on made-up runs, and `--jacobian_spectrum` in the harness: the
+spectrum at step 0 in the summary, run.json and TensorBoard, against keras_inits's own."""
+
+import json
+
+import numpy as np
+import pytest
+
+import keras_inits
+from experiments import config, models, runner
+from experiments.config import Cell
+from experiments.data import datasets
+from experiments.engine import spectra
+from experiments.errors import ExperimentError
+from experiments.papers import isometry
+
+ORTHOGONAL = "critical(sigma_b2=1e-05, distribution='orthogonal')"
+GAUSSIAN = "critical(sigma_b2=1e-05)"
+
+
+def _runs(orthogonal_spread=1.0, normal_spread=50.0, losses=((1.5, 0.4), (1.8, 0.9)), seeds=3):
+    """Entries and run.json details: each arm's Jacobian spread (var / mean^2 at mean 1) and
+    its (after epoch 1, final) training loss in every seed."""
+    cell = Cell("mlp", 64, 128, "tanh", None, "sgd", 0.003, 64, "sp")
+    groups, details = {}, {}
+    for spec, spread, (first, final) in zip(
+        (ORTHOGONAL, GAUSSIAN), (orthogonal_spread, normal_spread), losses, strict=True
+    ):
+        entries = []
+        for seed in range(seeds):
+            run_dir = f"{spec}-{seed}"
+            entries.append({"initializer": spec, "seed": seed, "status": "ok",
+                            "run_dir": run_dir, "final_train_loss": final,
+                            "jacobian_mean_squared": 1.0, "jacobian_variance_squared": spread})
+            details[run_dir] = {"history": {"loss": [2.3, first, final]}}
+        groups[(cell, spec)] = entries
+    return groups, details
+
+
+@pytest.mark.parametrize(("runs", "word", "says"), [
+    (_runs(), "Reproduced", "50x narrower"),
+    (_runs(normal_spread=9.0), "Partly reproduced", "9x narrower than the Gaussian arm's "
+     "(needed: 10x)"),
+    (_runs(losses=((1.9, 0.4), (1.8, 0.9))), "Partly reproduced", "not lower after the first"),
+    (_runs(losses=((1.9, 1.0), (1.8, 0.9))), "Partly reproduced", "not lower at the end"),
+])
+def test_pennington2017_at_the_thresholds(runs, word, says):
+    finding = isometry.judge_pennington2017(*runs)
+    assert finding.sentence.startswith(word) and says in finding.sentence, finding.sentence
+
+
+def test_pennington2017_needs_both_arms_with_their_spectra():
+    groups, details = _runs()
+    only = {key: value for key, value in groups.items() if key[1] == ORTHOGONAL}
+    assert isometry.judge_pennington2017(only, details).sentence.startswith("Not judged")
+    for entries in groups.values():
+        for entry in entries:
+            entry["jacobian_mean_squared"] = None
+    assert isometry.judge_pennington2017(groups, details).sentence.startswith("Not judged")
+
+
+def test_the_spectrum_ends_at_the_read_outs_input():
+    shape = (8, 8, 1)
+    model = models.initialize(
+        "mlp", input_shape=shape, num_classes=4, x_sample=np.zeros((2, *shape), "float32"),
+        depth=3, width=16, activation="tanh", initializer="orthogonal",
+        fallback="xavier_normal", seed=0,
+    ).model
+    assert spectra.readout_input(model) == "hidden_3"
+
+
+def test_a_comparison_records_each_arms_spectrum_at_step_0(tmp_path):
+    settings = config.resolve(
+        model=("mlp",), depth=(6,), width=(32,), activation=("tanh",),
+        initializers=(ORTHOGONAL, GAUSSIAN), seeds=(0,), train_size=64, test_size=32,
+        epochs=1, histogram_every=0, probe_size=32, jacobian_spectrum=4, logdir=str(tmp_path),
+    )
+    entries = runner.compare(settings, progress=lambda line: None)
+    spreads = {}
+    for entry in entries:
+        (run,) = tmp_path.glob(f"*/{entry['run_dir']}")
+        details = json.loads((run / "run.json").read_text())
+        spectrum = details["jacobian_spectrum"]
+        assert spectrum["output"] == "hidden_6" and spectrum["examples"] == 4
+        assert entry["jacobian_mean_squared"] == spectrum["mean_squared"]
+        spreads[entry["initializer"]] = spectrum["relative_variance"]
+        events = list(run.glob("events.out.tfevents.*"))
+        assert events and b"jacobian/singular_values" in events[0].read_bytes()
+    # The same model, rebuilt, and keras_inits's own spectrum of it: the same numbers.
+    cell = settings.cells()[0]
+    data = datasets.load(settings.dataset, 64, 32)
+    built = models.initialize_run(settings, cell, data, initializer=GAUSSIAN, seed=0)
+    own = keras_inits.jacobian_spectrum(built.model, data.x_train[:4], output="hidden_6")
+    assert own.relative_variance == pytest.approx(spreads[GAUSSIAN], rel=1e-4)
+    assert spreads[ORTHOGONAL] < spreads[GAUSSIAN]
+
+
+def test_text_has_no_input_jacobian():
+    with pytest.raises(ExperimentError, match="--jacobian_spectrum needs float inputs"):
+        config.resolve(dataset="sonnets", model=("transformer",), jacobian_spectrum=4)
