@@ -13,7 +13,9 @@ fails there with the command that fixes it rather than with a bare
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 HARNESS = "harness"  # TensorFlow, TensorBoard, absl-py, matplotlib: pyproject.toml's extras
 
@@ -45,3 +47,12 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
         # missing (a broken install) keeps Python's error as the cause.
         ours = missing.split(".")[0] == module.split(".")[0]
         raise ModuleNotFoundError(message, name=missing) from (None if ours else error)
+
+
+def save_figure(figure: Any, path: str | Path) -> Path:
+    """Writes a matplotlib `figure` as a PNG at `path` (its folders made), at the plugin's
+    one resolution, and returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path

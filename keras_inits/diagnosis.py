@@ -50,7 +50,7 @@ import keras
 import numpy as np
 
 from keras_inits import tables
-from keras_inits._extras import HARNESS, require
+from keras_inits._extras import HARNESS, require, save_figure
 from keras_inits.base import check_choice
 from keras_inits.prediction import describe_phase, phase, predict
 from keras_inits.roles import RESIDUAL_OUTPUTS
@@ -567,7 +567,4 @@ def plot_profiles(
         axes.set_xticks(np.arange(1, len(names) + 1)[::step], names[::step], rotation=60,
                         fontsize="x-small", ha="right")
     gradients.legend(fontsize="small")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
+    return save_figure(figure, path)

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 
 from keras_inits import autodiff
-from keras_inits._extras import HARNESS, require
+from keras_inits._extras import HARNESS, require, save_figure
 from keras_inits.base import check_choice, check_seed
 from keras_inits.kernels import walk
 from keras_inits.taps import as_declared, call_model, check_batch, intercept, main_output
@@ -416,7 +416,4 @@ def plot_spectra(spectra: Mapping[str, JacobianSpectrum], path: str | Path | Non
     axes.grid(alpha=0.3)
     if path is None:
         return figure
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
+    return save_figure(figure, path)

@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_inits._extras import HARNESS, require
+from keras_inits._extras import HARNESS, require, save_figure
 from keras_inits.mup.parametrization import optimizer as mup_optimizer
 from keras_inits.mup.parametrization import parametrize
 from keras_inits.taps import call_model, find_taps, intercept, main_output
@@ -93,10 +93,7 @@ class CoordCheck:
         panels[0].set_ylabel("mean |activation|")
         panels[-1].legend(fontsize="x-small")
         figure.suptitle(title or f"coordinate check, {self.parametrization}")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
-        return path
+        return save_figure(figure, path)
 
 
 def coord_check(

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_inits._extras import HARNESS, require
+from keras_inits._extras import HARNESS, require, save_figure
 from keras_inits.theory.activations import resolve
 from keras_inits.theory.recursions import (
     TRAINABLE_DEPTH_PER_XI_C,
@@ -134,10 +134,7 @@ class PhaseDiagram:
         figure.suptitle(title or f"{self.activation}: mean-field phase diagram")
         if path is None:
             return figure
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
-        return path
+        return save_figure(figure, path)
 
 
 def _with_grey(name: str) -> Any:
