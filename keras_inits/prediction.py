@@ -274,10 +274,7 @@ def phase(
     depth = len(layers)
     if prediction.activation is None:
         return None, None
-    where = (
-        f"{prediction.activation}, sigma_w2={prediction.sigma_w2:.3g}, "
-        f"sigma_b2={prediction.sigma_b2:.3g}"
-    )
+    where = _where(prediction.activation, prediction.sigma_w2, prediction.sigma_b2)
     try:
         field = mean_field(prediction.activation, prediction.sigma_w2, prediction.sigma_b2)
     except NoFixedPointError:
@@ -310,10 +307,7 @@ def phase(
 
 def describe_phase(found: dict[str, Any]) -> str:
     """One line for the table: the phase, chi_1, xi_c and the trainable depth."""
-    where = (
-        f"{found['activation']}, sigma_w2={found['sigma_w2']:.3g}, "
-        f"sigma_b2={found['sigma_b2']:.3g}"
-    )
+    where = _where(found["activation"], found["sigma_w2"], found["sigma_b2"])
     if found["phase"] == "unbounded":
         return (f"Mean-field phase ({where}): unbounded, q^l grows without bound with depth "
                 "(the length map has no fixed point).")
@@ -322,3 +316,8 @@ def describe_phase(found: dict[str, Any]) -> str:
         f"xi_c={found['xi_c']:.3g} layers, trainable depth ~{found['trainable_depth']:.3g} "
         f"(6 xi_c) for this model's {found['depth']}."
     )
+
+
+def _where(activation: str, sigma_w2: float, sigma_b2: float) -> str:
+    """The point of the phase diagram, in the words of the phase lines."""
+    return f"{activation}, sigma_w2={sigma_w2:.3g}, sigma_b2={sigma_b2:.3g}"
