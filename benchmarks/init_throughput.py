@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import keras
 import torch
+from benchmark_tables import markdown
 
 import keras_inits
 
@@ -89,19 +90,18 @@ def measure(repeats: int) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = [
-        "| initializer | shape | ours (ms) | Keras built-in (ms) | ours / Keras "
-        "| torch.nn.init (ms) |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
+    def cells(row: dict) -> tuple[str, ...]:
         keras_ms = f"{row['keras'] * 1e3:.1f}" if "keras" in row else "n/a"
         ratio = f"{row['ours'] / row['keras']:.2f}" if "keras" in row else "n/a"
-        lines.append(
-            f"| {row['name']} | {'x'.join(map(str, row['shape']))} | {row['ours'] * 1e3:.1f} "
-            f"| {keras_ms} | {ratio} | {row['torch'] * 1e3:.1f} |"
-        )
-    return "\n".join(lines)
+        return (row["name"], "x".join(map(str, row["shape"])), f"{row['ours'] * 1e3:.1f}",
+                keras_ms, ratio, f"{row['torch'] * 1e3:.1f}")
+
+    return markdown(
+        ("initializer", "shape", "ours (ms)", "Keras built-in (ms)", "ours / Keras",
+         "torch.nn.init (ms)"),
+        map(cells, rows),
+        align="llrrrr",
+    )
 
 
 def main() -> None:

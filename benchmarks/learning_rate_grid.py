@@ -19,6 +19,8 @@ import statistics
 import tempfile
 import time
 
+from benchmark_tables import markdown
+
 from experiments import config, runner
 
 WIDTHS = (64, 256, 1024)
@@ -66,12 +68,13 @@ def main() -> None:
     runs = {name: len(losses[name]) for name in seconds}
     base = statistics.median(seconds["one rate per width"])
     print(f"{args.repeats} rounds; medians")
-    print("| variant | runs | seconds | per run | vs one rate per width |")
-    print("|---|---:|---:|---:|---:|")
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        print(f"| {name} | {runs[name]} | {median:.1f} | {median / runs[name]:.2f} | "
-              f"{median / base:.2f}x |")
+    medians = {name: statistics.median(values) for name, values in seconds.items()}
+    print(markdown(
+        ("variant", "runs", "seconds", "per run", "vs one rate per width"),
+        [(name, runs[name], f"{median:.1f}", f"{median / runs[name]:.2f}",
+          f"{median / base:.2f}x") for name, median in medians.items()],
+        align="lrrrr",
+    ))
     together, alone = losses["grid, rates together"], losses["grid, one run per rate"]
     worst = max(
         abs(together[key] - alone[key]) / abs(alone[key])

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmark_tables import markdown
+
 from experiments.config import ExperimentConfig
 from experiments.data import datasets as data_lib
 from experiments.engine import cluster
@@ -76,12 +78,13 @@ def main() -> None:
 
     reference = statistics.median(seconds["in-process"])
     print(f"\nThe 3-seed lesson (18 runs), {args.repeats} alternating rounds, 2 cores:\n")
-    print("| variant | median | vs in-process | every round |")
-    print("|---|---:|---:|---|")
-    for name, values in seconds.items():
-        median = statistics.median(values)
-        rounds = ", ".join(f"{value:.1f}" for value in values)
-        print(f"| {name} | {median:.1f} s | {median / reference:.2f}x | {rounds} |")
+    print(markdown(
+        ("variant", "median", "vs in-process", "every round"),
+        [(name, f"{statistics.median(values):.1f} s",
+          f"{statistics.median(values) / reference:.2f}x",
+          ", ".join(f"{value:.1f}" for value in values)) for name, values in seconds.items()],
+        align="lrrl",
+    ))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,9 @@ class ExperimentConfig:
     # `base_width` (None: the smallest width of the comparison).
     parametrization: tuple[str, ...] = ("sp",)
     base_width: int | None = None
+    # muP's read-out starts at zero (keras_inits.mup.parametrize's readout_zero_init), as
+    # Yang et al. recommend: every width then starts from the same function, the wide limit's.
+    readout_zero_init: bool = False
     momentum: float = 0.9
     # Gradient clipping, Keras's optimizer arguments; 0 turns it off.
     clipnorm: float = 0.0
@@ -243,6 +246,13 @@ def resolve(preset: str = "lesson", **settings: Any) -> ExperimentConfig:
                 "relative to it); drop the flag or add mup."
             )
         config = dataclasses.replace(config, base_width=None)
+    if "mup" not in config.parametrization and config.readout_zero_init:
+        if "readout_zero_init" in settings:
+            raise ExperimentError(
+                "--readout_zero_init only applies to --parametrization=mup (it zeros muP's "
+                "read-out); drop the flag or add mup."
+            )
+        config = dataclasses.replace(config, readout_zero_init=False)
     given = [f"--{name}" for name in RAY_ONLY if name in settings]
     if given and not config.ray_address:
         raise ExperimentError(

@@ -89,6 +89,14 @@ flags.DEFINE_integer(
     None,
     "muP's base width: at it, mup is exactly sp; default: the smallest --width.",
 )
+flags.DEFINE_boolean(
+    "readout_zero_init",
+    None,
+    "mup only: start the read-out (its kernel and bias) at zero, as Yang et al. (2022) "
+    "recommend: every width starts from the same function, so a narrow model's optimum "
+    "is not pulled by its larger random output. Then mup differs from sp at --base_width "
+    "too." + FROM_PRESET,
+)
 flags.DEFINE_string(
     "fallback_initializer",
     None,
@@ -128,7 +136,7 @@ flags.DEFINE_integer(
 # Shared flags that map one to one onto an `ExperimentConfig` field.
 SETTINGS = (
     "model", "depth", "width", "heads", "layer_norm", "parametrization", "base_width",
-    "fallback_initializer", "dataset", "sequence_length", "probe_size",
+    "readout_zero_init", "fallback_initializer", "dataset", "sequence_length", "probe_size",
 )
 # List flags (swept settings and seeds) and the type of their values.
 LIST_TYPES = {
@@ -146,7 +154,7 @@ LIST_TYPES = {
 # Shared flags that set the model (for diagnose's --saved_model, which brings its own).
 ARCHITECTURE = (
     "model", "depth", "width", "activation", "normalization", "heads", "layer_norm",
-    "parametrization", "base_width",
+    "parametrization", "base_width", "readout_zero_init",
 )
 
 

@@ -530,7 +530,8 @@ def _initialize_run(
             initialized = Initialized(initialized.model, (), None)
         if cell.parametrization == "mup":
             try:
-                put_in_mup(initialized.model, at, cell.width, config.base_width)
+                put_in_mup(initialized.model, at, cell.width, config.base_width,
+                           readout_zero_init=config.readout_zero_init)
             except ValueError as error:
                 raise ExperimentError(f"--parametrization=mup: {reason(error)}") from None
         return initialized
@@ -547,12 +548,17 @@ def put_in_mup(
     build_at: Callable[[int], Initialized],
     width: int,
     base_width: int,
+    *,
+    readout_zero_init: bool = False,
 ) -> keras_inits.mup.MupReport:
     """Puts `model` (a built-in model of `width`) in muP relative to the same model at
     `base_width`, built by `build_at(width)`, as `keras_inits.mup.parametrize` does; at the
     base width itself, the width axes are read from the model at twice that width, and
-    nothing changes (muP is the standard parametrization there)."""
+    nothing changes (muP is the standard parametrization there) unless `readout_zero_init`
+    zeros the read-out."""
     base = build_at(base_width).model
     delta = build_at(2 * base_width).model if width == base_width else None
     # It warns when the initializer's draws do not scale as muP's (Glorot's).
-    return keras_inits.mup.parametrize(model, base, delta_model=delta)
+    return keras_inits.mup.parametrize(
+        model, base, delta_model=delta, readout_zero_init=readout_zero_init
+    )

