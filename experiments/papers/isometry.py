@@ -1,6 +1,7 @@
-"""Dynamical isometry (Pennington, Schoenholz & Ganguli 2017): at the edge of chaos, orthogonal
-weights keep the input-output Jacobian's singular values near one another, Gaussian weights
-spread them, and the network with the narrower spectrum trains faster."""
+"""Dynamical isometry (Pennington, Schoenholz & Ganguli 2017; Xiao et al. 2018): at the edge of
+chaos, orthogonal weights (delta-orthogonal kernels in a CNN) keep the input-output Jacobian's
+singular values near one another, Gaussian weights spread them, and the network with the
+narrower spectrum trains faster, or is the only one that trains."""
 
 from __future__ import annotations
 
@@ -8,7 +9,19 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from experiments.papers.replications import Finding, Groups, Replication, verdict
+from experiments.papers.architectures import XIAO_DEPTH, XIAO_WIDTH
+from experiments.papers.replications import (
+    Finding,
+    Groups,
+    Replication,
+    describe_loss,
+    final_or_diverged,
+    learns,
+    learns_nothing,
+    mean_of,
+    prior_loss,
+    verdict,
+)
 from experiments.specs import scheme_settings
 
 ARMS = ("orthogonal", "normal")  # the critical scheme's distributions
@@ -26,6 +39,16 @@ def _arm(spec: str) -> str | None:
     return scheme[1].get("distribution", "normal")
 
 
+def _arms(groups: Groups) -> dict[str, list[dict[str, Any]]]:
+    """The summary entries of the `critical(...)` arms, by distribution (`ARMS`)."""
+    arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+    for (_, spec), entries in groups.items():
+        arm = _arm(spec)
+        if arm in arms:
+            arms[arm].extend(entries)
+    return arms
+
+
 def _relative_variance(entry: dict[str, Any]) -> float | None:
     mean, variance = entry.get("jacobian_mean_squared"), entry.get("jacobian_variance_squared")
     return variance / mean**2 if mean else None
@@ -41,11 +64,7 @@ def judge_pennington2017(groups: Groups, details: Mapping[str, dict]) -> Finding
     orthogonal arm's Jacobian spectrum at step 0 is at least `NARROWER` times narrower (in
     var(sigma^2) / mean^2) than the Gaussian arm's, and its training loss is lower after the
     first epoch and at the end, in every seed."""
-    arms: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
-    for (_, spec), entries in groups.items():
-        arm = _arm(spec)
-        if arm in arms:
-            arms[arm].extend(entries)
+    arms = _arms(groups)
     if not all(arms.values()) or any(
         _relative_variance(entry) is None for entries in arms.values() for entry in entries
     ):
@@ -106,4 +125,66 @@ PENNINGTON2017 = Replication(
     "critical point at sigma_w2 = 1.04 (q* = 0.02, the paper's small-q* regime), and the "
     "spectrum is taken on 16 training examples at step 0, up to the read-out's input",
     judge=judge_pennington2017,
+)
+
+
+def judge_xiao2018(groups: Groups, details: Mapping[str, dict]) -> Finding:
+    """Figs. 1 and 4 of Xiao et al., scaled down: at the edge of chaos, delta-orthogonal
+    kernels train a deep vanilla tanh CNN in every seed (`learns`: its training loss ends at
+    most 0.9 of the labels' prior loss), while Gaussian kernels of the same variance learn
+    nothing (`learns_nothing`: the loss ends within 0.05 nats of the prior loss) in every
+    seed."""
+    arms = _arms(groups)
+    if not all(arms.values()):
+        return Finding([], False, "Not judged: the runs need critical(...) arms of both "
+                                  "distributions, orthogonal and normal.")
+    prior = prior_loss([entry for entries in arms.values() for entry in entries], details)
+    if prior is None:
+        return Finding([], False, "Not judged: the runs' run.json hold no prior_loss.")
+    delta, gaussian = arms["orthogonal"], arms["normal"]
+    rows = [
+        ("orthogonal (delta-orthogonal convolutions): training loss",
+         "trains (Figs. 1 and 4, up to 10,000 layers)", describe_loss(delta)),
+        ("normal (Gaussian kernels of the same variance): training loss",
+         "fails to train at depth", describe_loss(gaussian)),
+    ]
+    for arm, entries in arms.items():
+        accuracy = mean_of(entries, "final_test_accuracy")
+        if accuracy is not None:
+            rows.append((f"{arm}: test accuracy", "–", f"{accuracy:.3f}"))
+    for arm, entries in arms.items():
+        mean = mean_of(entries, "jacobian_mean_squared")
+        if mean is not None:
+            spread = _mean(_relative_variance, entries)
+            rows.append((
+                f"{arm}: the Jacobian's mean(sigma^2) and var(sigma^2) / mean^2 at step 0",
+                "narrow (dynamical isometry)" if arm == "orthogonal" else "vanishing, spread",
+                f"{mean:.3g}, {spread:.3g}",
+            ))
+    trains = all(learns(entry, prior) for entry in delta)
+    fails = all(learns_nothing(entry, prior) for entry in gaussian)
+    sentence = (
+        f"at the edge of chaos, delta-orthogonal kernels "
+        f"{'train' if trains else 'do not train'} the {XIAO_DEPTH}-layer tanh CNN in every "
+        f"seed ({final_or_diverged(delta)}) while Gaussian kernels of the same variance "
+        f"{'learn nothing' if fails else 'learn something'} in every seed "
+        f"({final_or_diverged(gaussian)}; the labels' frequencies alone give {prior:.3f})"
+    )
+    return verdict(rows, [trains, fails], sentence)
+
+
+XIAO2018 = Replication(
+    paper="Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), *Dynamical Isometry "
+    "and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla Convolutional Neural "
+    "Networks*, ICML",
+    reproduces="at the edge of chaos, delta-orthogonal kernels (an orthogonal matrix at the "
+    "centre tap) make a deep vanilla tanh CNN trainable, where Gaussian kernels of the same "
+    "variance fail to train it (Figs. 1 and 4)",
+    scaled_down=f"their 10,000-layer CNNs on MNIST and CIFAR-10 are {XIAO_DEPTH} 3x3 tanh "
+    f"convolutions of {XIAO_WIDTH} filters (zero padding) on 7x7 embeddings of 4x4 patches of "
+    "4,000 MNIST digits, 8 epochs of SGD at 0.001 with momentum 0.9, 3 seeds; both arms are "
+    "critical(sigma_b2=1e-05) (sigma_w2 = 1.04, the paper's small-q* regime), with orthogonal "
+    "and with Gaussian weights, the patch embedding and the read-out drawn alike; the spectrum "
+    "is taken on 16 training examples at step 0, up to the read-out's input",
+    judge=judge_xiao2018,
 )

@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from experiments.papers.isometry import PENNINGTON2017
+from experiments.papers.isometry import PENNINGTON2017, XIAO2018
 from experiments.papers.replications import (
     GLOROT2010,
     HE2015,
@@ -19,7 +19,6 @@ from experiments.papers.replications import (
     RADFORD2019,
     SAXE2013,
     WANG2022,
-    XIAO2018,
     ZHANG2019,
     Replication,
 )
@@ -172,19 +171,26 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             "xiao2018",
-            "Xiao et al. (2018): a 32-layer vanilla tanh CNN (experiments.papers.architectures:"
-            "xiao2018_cnn); delta-orthogonal kernels train it, Gaussian kernels of the same "
-            "variance (lecun_normal) stall or trail far behind.",
+            "Xiao et al. (2018): a 128-layer vanilla tanh CNN (experiments.papers."
+            "architectures:xiao2018_cnn) at the edge of chaos (sigma_b2 = 1e-5); "
+            "delta-orthogonal kernels train it, Gaussian kernels of the same variance learn "
+            "nothing.",
             {
-                "initializers": ("delta_orthogonal", "lecun_normal"),
+                "initializers": (
+                    "critical(sigma_b2=1e-05, distribution='orthogonal')",
+                    "critical(sigma_b2=1e-05)",
+                ),
                 "model": ("experiments.papers.architectures:xiao2018_cnn",),
+                "dataset": "mnist5k",
+                "train_size": 4000,
+                "test_size": 1000,
                 "optimizer": "sgd",
-                "learning_rate": 0.01,
+                "learning_rate": 0.001,
                 "momentum": 0.9,
-                "epochs": 5,
-                "train_size": 8000,
+                "epochs": 8,
                 "seeds": (0, 1, 2),
                 "histogram_every": 250,
+                "jacobian_spectrum": 16,
             },
             replication=XIAO2018,
         ),
@@ -323,7 +329,7 @@ PRESETS: dict[str, Preset] = {
             "Yang et al. (2022), Tensor Programs V, Fig. 3: 2-layer ReLU MLPs of width 64 to "
             "1,024 on 4,000 MNIST digits over a log2 grid of Adam learning rates; under the "
             "standard parametrization the best rate shifts as the width grows, under muP "
-            "(base width 64) it stays put and wider is better.",
+            "(base width 64, the read-out started at zero) it stays put and wider is better.",
             {
                 "initializers": ("he_normal",),
                 "model": ("mlp",),
@@ -335,6 +341,7 @@ PRESETS: dict[str, Preset] = {
                 "activation": "relu",
                 "parametrization": ("sp", "mup"),
                 "base_width": 64,
+                "readout_zero_init": True,
                 "optimizer": "adam",
                 "learning_rate": tuple(2.0**exponent for exponent in range(-13, -3)),
                 "batch_size": 64,

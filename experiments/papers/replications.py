@@ -15,8 +15,6 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from experiments.papers.architectures import XIAO_DEPTH, XIAO_WIDTH
-
 # (cell, initializer) -> that group's summary entries, one per seed (`report.group`).
 Groups = Mapping[tuple[Any, str], Sequence[dict[str, Any]]]
 
@@ -229,7 +227,7 @@ def judge_klambauer2017(groups: Groups, details: Mapping[str, dict]) -> Finding:
         + ", and training "
         + "; ".join(
             f"{'suffers' if suffer[spec] else 'does not suffer'} with {spec} "
-            f"({_final_or_diverged(members)})"
+            f"({final_or_diverged(members)})"
             for spec, members in others.items()
         )
     )
@@ -245,7 +243,8 @@ def _worse(entries: Sequence[dict[str, Any]], reference: float | None) -> bool:
     return reference is not None and final is not None and final > reference
 
 
-def _final_or_diverged(entries: Sequence[dict[str, Any]]) -> str:
+def final_or_diverged(entries: Sequence[dict[str, Any]]) -> str:
+    """`loss 1.234` (the mean over the seeds), and how many seeds diverged, if any."""
     diverged = sum(entry["status"] == "diverged" for entry in entries)
     final = mean_of(entries, "final_loss")
     parts = [] if final is None else [f"loss {final:.3f}"]
@@ -468,52 +467,6 @@ GLOROT2010 = Replication(
 )
 
 
-_XIAO = ("delta_orthogonal", "lecun_normal")
-
-
-def judge_xiao2018(groups: Groups, details: Mapping[str, dict]) -> Finding:
-    """Delta-orthogonal trains the deep tanh CNN; the Gaussian of the same variance
-    (lecun_normal) stalls, or trails far behind (less than half the drop)."""
-    arms = {
-        family: [entry for (_, spec), entries in groups.items() if spec.startswith(family)
-                 for entry in entries]
-        for family in _XIAO
-    }
-    if not all(arms.values()):
-        return Finding([], False, "Not judged: the runs lack delta_orthogonal or lecun_normal.")
-    papers = ("trains (Figs. 1 and 4, up to 10,000 layers)", "trains slowly, or not at all")
-    rows = [
-        (family, paper, describe_loss(arms[family]))
-        for family, paper in zip(_XIAO, papers, strict=True)
-    ]
-    delta, gaussian = (relative_drop(arms[family]) for family in _XIAO)
-    trains = delta is not None and delta >= TRAINS
-    behind = gaussian is None or gaussian < STALLS or (delta is not None and gaussian < delta / 2)
-    keeps_up = "stalls or trails far behind" if behind else "keeps up"
-    sentence = (
-        f"with delta_orthogonal the {XIAO_DEPTH}-layer tanh CNN "
-        f"{'trains' if trains else 'does not train'} ({_percent(delta)}); with lecun_normal, "
-        f"the Gaussian of the same variance, it {keeps_up} ({_percent(gaussian)})"
-    )
-    return verdict(rows, [trains, behind], sentence)
-
-
-XIAO2018 = Replication(
-    paper="Xiao, Bahri, Sohl-Dickstein, Schoenholz & Pennington (2018), *Dynamical Isometry "
-    "and a Mean Field Theory of CNNs: How to Train 10,000-Layer Vanilla Convolutional Neural "
-    "Networks*, ICML",
-    reproduces="delta-orthogonal kernels (an orthogonal matrix at the centre tap) make deep "
-    "vanilla tanh CNNs trainable; Gaussian kernels of the same variance train far slower or "
-    "not at all as depth grows",
-    scaled_down=f"their 10,000-layer CNNs on MNIST and CIFAR-10 are {XIAO_DEPTH} 3x3 tanh "
-    f"convolutions of {XIAO_WIDTH} filters on 8x8 embeddings of 4x4 Shapeset patches, 8,000 "
-    "images for 5 epochs; the patch embedding and the read-out are Dense layers, drawn with "
-    "the fallback (xavier_normal) in the delta_orthogonal arm. At 64 layers neither arm "
-    "trained within this budget",
-    judge=judge_xiao2018,
-)
-
-
 def judge_zhang2019(groups: Groups, details: Mapping[str, dict]) -> Finding:
     """Fixup's claim, scaled down: without normalization the default He init makes a deep
     residual network diverge or stall (its stream multiplies at every block), while Fixup
@@ -684,14 +637,15 @@ RADFORD2019 = Replication(
 
 
 _WANG = ("xavier_normal", "scheme:deepnet")
-# An arm "learns only the characters' frequencies" when its final training loss is within this
-# of the training labels' prior loss (their entropy, in run.json); one that "trains" ends at
-# most LEARNS times the prior loss.
+# An arm "learns only the labels' frequencies" (the characters', for a language model) when its
+# final training loss is within this of the training labels' prior loss (their entropy, in
+# run.json); one that "trains" ends at most LEARNS times the prior loss.
 PRIOR_MARGIN = 0.05
 LEARNS = 0.9
 
 
-def _prior_loss(entries: Sequence[dict[str, Any]], details: Mapping[str, dict]) -> float | None:
+def prior_loss(entries: Sequence[dict[str, Any]], details: Mapping[str, dict]) -> float | None:
+    """The training labels' prior loss recorded in the runs' run.json; None if none has it."""
     found = [
         details[entry["run_dir"]]["prior_loss"] for entry in entries
         if details.get(entry.get("run_dir", ""), {}).get("prior_loss") is not None
@@ -699,11 +653,13 @@ def _prior_loss(entries: Sequence[dict[str, Any]], details: Mapping[str, dict]) 
     return found[0] if found else None
 
 
-def _fails(entry: dict[str, Any], prior: float) -> bool:
+def learns_nothing(entry: dict[str, Any], prior: float) -> bool:
+    """Diverged, or ended within `PRIOR_MARGIN` of what the labels' frequencies alone give."""
     return entry["status"] == "diverged" or entry["final_loss"] >= prior - PRIOR_MARGIN
 
 
-def _learns(entry: dict[str, Any], prior: float) -> bool:
+def learns(entry: dict[str, Any], prior: float) -> bool:
+    """Ended at `LEARNS` times the labels' prior loss or below, without diverging."""
     return entry["status"] == "ok" and entry["final_loss"] <= LEARNS * prior
 
 
@@ -717,7 +673,7 @@ def judge_wang2022(groups: Groups, details: Mapping[str, dict]) -> Finding:
     if not depths:
         return Finding([], False, "Not judged: no depth has both xavier_normal and scheme:deepnet.")
     deep, shallow = max(depths), min(depths)
-    prior = _prior_loss([e for found in depths.values() for m in found.values() for e in m],
+    prior = prior_loss([e for found in depths.values() for m in found.values() for e in m],
                         details)
     if prior is None:
         return Finding([], False, "Not judged: the runs' run.json hold no prior_loss.")
@@ -731,18 +687,18 @@ def judge_wang2022(groups: Groups, details: Mapping[str, dict]) -> Finding:
             rows.append((f"{depth} layers, {family}", expected,
                          describe_loss(depths[depth][family])))
     xavier, deepnet = (depths[deep][family] for family in _WANG)
-    fails = all(_fails(entry, prior) for entry in xavier)
-    trains = all(_learns(entry, prior) for entry in deepnet)
+    fails = all(learns_nothing(entry, prior) for entry in xavier)
+    trains = all(learns(entry, prior) for entry in deepnet)
     sentence = (
         f"at {deep} layers xavier_normal {'fails' if fails else 'does not fail'} in every "
-        f"seed ({_final_or_diverged(xavier)}; the characters' frequencies alone give "
+        f"seed ({final_or_diverged(xavier)}; the characters' frequencies alone give "
         f"{prior:.3f}) while scheme:deepnet {'trains' if trains else 'does not train'} "
-        f"({_final_or_diverged(deepnet)})"
+        f"({final_or_diverged(deepnet)})"
     )
     checks = [fails, trains]
     if shallow != deep:
         both = all(
-            _learns(entry, prior) for family in _WANG for entry in depths[shallow][family]
+            learns(entry, prior) for family in _WANG for entry in depths[shallow][family]
         )
         checks.append(both)
         sentence += f"; at {shallow} layers {'both train' if both else 'they do not both train'}"

@@ -24,7 +24,9 @@ from experiments.papers.width_transfer import TRAINED_LOSS, best_learning_rate
 Groups = Mapping[str, Sequence[dict]]
 _MAX_HISTOGRAM_COLUMNS = 8  # deeper nets show evenly spaced layers, first and last included
 _MAX_SWEEP_TICKS = 12  # a sweep of more values gets matplotlib's ticks
+_MAX_LAYER_TICKS = 40  # deeper nets name every k-th layer and the last on the depth axis
 _LEGEND_INSIDE = 8  # more labels than this get a legend below the panels, in columns
+_LEGEND_MAX = 36  # more than this get a line saying so instead: 12 rows of 3 columns at most
 # Swept settings whose values are spread geometrically (0.001, 0.01, 0.1; 16, 32, 64).
 LOG_SCALE_SETTINGS = ("learning_rate", "batch_size")
 # The learning-rate transfer figure's loss axis ends at this multiple of the initial loss.
@@ -61,7 +63,9 @@ def _save(figure: Figure, path: str, dpi: int) -> None:
 
 def loss_curves(path: str, groups: Groups) -> Figure:
     """Train (solid) and test (dashed) loss per epoch, epoch 0 being before any update."""
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    # Taller by the legend's rows below the panels: yang2022's 100 labels would otherwise
+    # squeeze the panels to nothing.
+    figure = Figure(figsize=(11, 4.5 + _legend_height(len(groups))), layout="constrained")
     train_axes, test_axes = figure.subplots(1, 2, sharey=True)
     colors = _colors(len(groups))
     for color, (label, runs) in zip(colors, groups.items(), strict=True):
@@ -121,7 +125,15 @@ def depth_profiles(path: str, groups: Groups) -> Figure:
         _log_scale(axes)
         axes.grid(alpha=0.3)
         if names:
-            axes.set_xticks(np.arange(1, len(names) + 1), names, rotation=90 if crowded else 0)
+            # Past _MAX_LAYER_TICKS layers (xiao2018 has 130) every step-th name and the last
+            # are written: all of them would overlap into a black band.
+            step = max(1, -(-len(names) // _MAX_LAYER_TICKS))
+            shown = list(range(0, len(names) - 1, step))
+            if shown and len(names) - 1 - shown[-1] < step / 2:  # too close to the last to read
+                shown.pop()
+            shown.append(len(names) - 1)
+            axes.set_xticks(np.array(shown) + 1, [names[i] for i in shown],
+                            rotation=90 if crowded else 0)
         else:
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             if row == 1:
@@ -245,7 +257,8 @@ def final_loss_sweep(
     are left out. The x axis is logarithmic for `LOG_SCALE_SETTINGS`, linear otherwise
     (a depth sweep, as in He et al. 2015, Fig. 2-3, and Saxe et al. 2013).
     """
-    figure = Figure(figsize=(11, 4.5), layout="constrained")
+    # Taller by the legend's rows below the panels, as loss_curves.
+    figure = Figure(figsize=(11, 4.5 + _legend_height(len(lines))), layout="constrained")
     train_axes, test_axes = figure.subplots(1, 2, sharey=True)
     colors = _colors(len(lines))
     any_diverged = False
@@ -260,7 +273,9 @@ def final_loss_sweep(
             rows = _points(entries, setting, x, key)
             _band(axes, x, rows, label + note, color)
     values = sorted({entry[setting] for entries in lines.values() for entry in entries} - {None})
-    for axes, title in ((train_axes, "final training loss"), (test_axes, "final test loss")):
+    for axes, title in (
+        (train_axes, "last epoch's training loss (running mean)"), (test_axes, "final test loss")
+    ):
         axes.set(title=title, xlabel=setting)
         if setting in LOG_SCALE_SETTINGS:
             axes.set_xscale("log")
@@ -305,9 +320,16 @@ def _diverged_note(setting: str, entries: Sequence[dict[str, Any]]) -> str:
 
 def _legend(figure: Figure, axes, count: int, constrained: bool = True) -> None:
     """Inside `axes` for a few labels; below the panels, in columns, for many (in the
-    `_legend_height` a figure without a constrained layout leaves for it)."""
+    `_legend_height` a figure without a constrained layout leaves for it); past
+    `_LEGEND_MAX`, a line saying so instead (no legend of 100 labels can be read)."""
     if count <= _LEGEND_INSIDE:
         axes.legend(fontsize="small")
+        return
+    if count > _LEGEND_MAX:
+        figure.supxlabel(
+            f"{count} lines, too many to label: the report's tables give each one's numbers",
+            fontsize="small",
+        )
         return
     handles, labels = axes.get_legend_handles_labels()
     figure.legend(
@@ -327,6 +349,8 @@ def _legend_height(count: int) -> float:
     """Inches a legend of `count` labels takes below the panels (0: inside a panel)."""
     if count <= _LEGEND_INSIDE:
         return 0.0
+    if count > _LEGEND_MAX:
+        return 0.3
     return 0.2 + 0.22 * -(-count // _legend_columns(count))
 
 

@@ -44,7 +44,10 @@ TRAINABILITY_FIGURE = "trainability.png"
 NUMERIC_SETTINGS = ("depth", "width", "learning_rate", "batch_size")
 _COLUMNS = (
     ("initial_loss", "initial loss", 3),
-    ("final_loss", "final train loss", 3),
+    # Keras's running mean over the last epoch's steps (what the progress line prints and the
+    # replications' sentences quote), not the trained model's loss on the training set
+    # (summary.csv's final_train_loss): the label says so.
+    ("final_loss", "last epoch's train loss", 3),
     ("final_test_loss", "final test loss", 3),
     ("final_test_accuracy", "test accuracy", 3),
     ("train_seconds", "train s", 1),
@@ -274,18 +277,25 @@ def _bits(nats: float | None) -> float | None:
     return None if nats is None else nats / math.log(2)
 
 
+_EPOCH_LOSS = (
+    "The last epoch's train loss is the mean over that epoch's steps, as Keras reports it "
+    "while the weights change; the trained model's loss on the whole training set is "
+    "`final_train_loss` in summary.csv."
+)
+
+
 def _loss_sentence(sequence: bool) -> str:
     if not sequence:
         return (
             "Losses are cross-entropy; the initial loss is measured on the training set "
-            "before the first update."
+            "before the first update. " + _EPOCH_LOSS
         )
     return (
         "Losses are cross-entropy in nats, averaged over every predicted token; bits per "
         "token are nats / ln 2 (bits per character for a text dataset, the unit "
         "character-level language models report). Token accuracy is the share of positions "
         "whose most probable next token is the right one. The initial loss is measured on "
-        "the training set before the first update."
+        "the training set before the first update. " + _EPOCH_LOSS
     )
 
 
@@ -370,7 +380,11 @@ def _settings(config: ExperimentConfig, swept: Sequence[str], sequence: bool) ->
             f"relative to the model at width {config.base_width}: read-out input x "
             "1/width_mult, per-weight learning rates (hidden weights / width_mult under "
             "Adam; input and vector weights x width_mult under SGD), attention logits by "
-            f"1/d; at width {config.base_width} muP is the standard parametrization"
+            + (
+                "1/d; the read-out starts at zero (--readout_zero_init)"
+                if config.readout_zero_init
+                else f"1/d; at width {config.base_width} muP is the standard parametrization"
+            )
         ]
     grid = []
     if swept:

@@ -12,7 +12,7 @@ from experiments.config import Cell
 from experiments.data import datasets
 from experiments.engine import spectra
 from experiments.errors import ExperimentError
-from experiments.papers import isometry
+from experiments.papers import isometry, replications
 
 ORTHOGONAL = "critical(sigma_b2=1e-05, distribution='orthogonal')"
 GAUSSIAN = "critical(sigma_b2=1e-05)"
@@ -57,6 +57,58 @@ def test_pennington2017_needs_both_arms_with_their_spectra():
         for entry in entries:
             entry["jacobian_mean_squared"] = None
     assert isometry.judge_pennington2017(groups, details).sentence.startswith("Not judged")
+
+
+PRIOR = 2.3125  # a made-up prior loss (the labels' entropy), exact in binary
+AT_PRIOR = PRIOR - replications.PRIOR_MARGIN
+LEARNT = replications.LEARNS * PRIOR
+
+
+def _xiao_runs(orthogonal, normal, prior=True):
+    """Each arm's final training loss per seed (None: diverged), with the prior loss in
+    run.json unless `prior` is False."""
+    cell = Cell("experiments.papers.architectures:xiao2018_cnn", None, None, None, None,
+                "sgd", 0.001, 32, "sp")
+    groups, details = {}, {}
+    for spec, finals in ((ORTHOGONAL, orthogonal), (GAUSSIAN, normal)):
+        entries = []
+        for seed, final in enumerate(finals):
+            run_dir = f"{spec}-{seed}"
+            entries.append({"initializer": spec, "seed": seed, "run_dir": run_dir,
+                            "status": "ok" if final is not None else "diverged",
+                            "initial_loss": 2.3125, "final_loss": final,
+                            "final_test_accuracy": 0.5 if spec == ORTHOGONAL else 0.1})
+            details[run_dir] = {"prior_loss": PRIOR} if prior else {}
+        groups[(cell, spec)] = entries
+    return groups, details
+
+
+@pytest.mark.parametrize(("orthogonal", "normal", "word", "says"), [
+    ((LEARNT, 1.5), (AT_PRIOR, PRIOR), "Reproduced",
+     "delta-orthogonal kernels train the 128-layer tanh CNN in every seed (loss 1.791) while "
+     "Gaussian kernels of the same variance learn nothing in every seed (loss 2.288; the "
+     "labels' frequencies alone give 2.312)"),
+    ((LEARNT, 1.5), (None, PRIOR), "Reproduced", "1 of 2 seeds diverged"),
+    ((LEARNT + 0.001, 1.5), (AT_PRIOR, PRIOR), "Partly reproduced",
+     "delta-orthogonal kernels do not train"),
+    ((None, 1.5), (AT_PRIOR, PRIOR), "Partly reproduced", "do not train"),
+    ((LEARNT, 1.5), (AT_PRIOR - 0.001, PRIOR), "Partly reproduced", "variance learn something"),
+    ((PRIOR, PRIOR), (1.5, 1.5), "Not reproduced", "learn something"),
+])
+def test_xiao2018_at_the_thresholds(orthogonal, normal, word, says):
+    finding = isometry.judge_xiao2018(*_xiao_runs(orthogonal, normal))
+    assert finding.sentence.startswith(f"{word}: "), finding.sentence
+    assert says in finding.sentence, finding.sentence
+    assert finding.reproduced == (word == "Reproduced")
+    assert ("orthogonal: test accuracy", "–", "0.500") in finding.rows
+
+
+def test_xiao2018_needs_both_arms_and_the_prior_loss():
+    groups, details = _xiao_runs((1.5,), (PRIOR,))
+    only = {key: value for key, value in groups.items() if key[1] == GAUSSIAN}
+    assert isometry.judge_xiao2018(only, details).sentence.startswith("Not judged")
+    assert isometry.judge_xiao2018(*_xiao_runs((1.5,), (PRIOR,), prior=False)).sentence == (
+        "Not judged: the runs' run.json hold no prior_loss.")
 
 
 def test_the_spectrum_ends_at_the_read_outs_input():

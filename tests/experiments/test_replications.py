@@ -9,7 +9,7 @@ import pytest
 from experiments import config, models, runner, specs
 from experiments.config import Cell
 from experiments.errors import ExperimentError
-from experiments.papers import replications
+from experiments.papers import architectures, replications
 from experiments.papers.replications import STALLS, TRAINS
 from experiments.results import report
 
@@ -410,61 +410,6 @@ def test_glorot2010_checks_table_1s_order_in_test_error():
     assert partly.sentence.startswith("Partly reproduced") and "not the worst" in partly.sentence
 
 
-XIAO_CNN = "experiments.papers.architectures:xiao2018_cnn"
-
-
-def _xiao_groups(delta_final, gaussian_final):
-    cell = Cell(XIAO_CNN, None, None, None, None, "sgd", 0.01, 32)
-    groups = {
-        (cell, "delta_orthogonal"): [_entry(2.20, delta_final), _entry(2.20, delta_final)],
-        (cell, "lecun_normal"): [_entry(2.197, gaussian_final), _entry(2.197, gaussian_final)],
-    }
-    return groups, {}
-
-
-def test_xiao2018_needs_delta_orthogonal_to_train_and_the_gaussian_to_stall_or_trail():
-    finding = replications.judge_xiao2018(*_xiao_groups(2.0, 2.199))
-    assert finding.reproduced
-    assert finding.sentence == (
-        "Reproduced: with delta_orthogonal the 32-layer tanh CNN trains (-9.1%); with "
-        "lecun_normal, the Gaussian of the same variance, it stalls or trails far behind "
-        "(+0.1%)."
-    )
-    trailing = replications.judge_xiao2018(*_xiao_groups(2.0, 2.15))  # -2.1% < half of -9.1%
-    assert trailing.reproduced
-    keeping_up = replications.judge_xiao2018(*_xiao_groups(2.0, 2.05))
-    assert not keeping_up.reproduced and keeping_up.sentence.startswith("Partly reproduced")
-    neither = replications.judge_xiao2018(*_xiao_groups(2.15, 2.10))
-    assert neither.sentence.startswith("Not reproduced")
-
-
-# (delta_orthogonal's drop, lecun_normal's, the verdict, what the sentence says): delta
-# trains from a drop of TRAINS; the Gaussian is behind below STALLS or below half delta's.
-@pytest.mark.parametrize(
-    ("delta", "gaussian", "word", "says"),
-    [
-        (TRAINS * 1.01, 0.0, "Reproduced", "tanh CNN trains ("),
-        (TRAINS, 0.0, "Reproduced", "tanh CNN trains ("),
-        (TRAINS * 0.99, 0.0, "Partly reproduced", "tanh CNN does not train ("),
-        (STALLS, STALLS * 0.99, "Partly reproduced", "it stalls or trails far behind ("),
-        (STALLS, STALLS, "Not reproduced", "it keeps up ("),
-        (STALLS, STALLS * 1.01, "Not reproduced", "it keeps up ("),
-        (2 * TRAINS, TRAINS * 0.99, "Reproduced", "it stalls or trails far behind ("),
-        (2 * TRAINS, TRAINS, "Partly reproduced", "it keeps up ("),
-    ],
-)
-def test_xiao2018_at_the_thresholds(delta, gaussian, word, says):
-    cell = Cell(XIAO_CNN, None, None, None, None, "sgd", 0.01, 32)
-    groups = {
-        (cell, "delta_orthogonal"): [_dropped(delta)],
-        (cell, "lecun_normal"): [_dropped(gaussian)],
-    }
-    finding = replications.judge_xiao2018(groups, {})
-    assert finding.sentence.startswith(f"{word}: "), finding.sentence
-    assert says in finding.sentence
-    assert finding.reproduced == (word == "Reproduced")
-
-
 def test_the_xiao2018_model_is_a_deep_vanilla_tanh_cnn():
     model = models.initialize(
         "experiments.papers.architectures:xiao2018_cnn",
@@ -479,7 +424,7 @@ def test_the_xiao2018_model_is_a_deep_vanilla_tanh_cnn():
         seed=0,
     )
     convolutions = [layer for layer in model.model.layers if layer.name.startswith("conv_")]
-    assert len(convolutions) == 32
+    assert len(convolutions) == architectures.XIAO_DEPTH == 128
     assert model.model.output_shape == (None, 9)
     # The patch embedding and the read-out get the fallback; every convolution is a delta.
     assert set(model.fallback_layers) == {"patches", "output"}

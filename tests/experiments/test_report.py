@@ -175,7 +175,7 @@ def test_sweep_tables_have_a_column_per_swept_setting_and_means_over_ok_seeds(de
     order = [(depth, initializer) for depth in (2, 3) for initializer in (XAVIER, KAIMING)]
     assert [(int(row[0]), row[1].strip("`")) for row in rows[:4]] == order
     assert rows[4][:2] == ["2", "`orthogonal`"]  # not in the grid: after it
-    final_loss, test_loss = header.index("final train loss"), header.index("final test loss")
+    final_loss, test_loss = header.index("last epoch's train loss"), header.index("final test loss")
     for row, (depth, initializer) in zip(rows, order, strict=False):
         members = [e for e in entries if (e["depth"], e["initializer"]) == (depth, initializer)]
         ok = [e for e in members if e["status"] == "ok"]
@@ -316,6 +316,38 @@ def test_the_activation_histograms_show_each_groups_first_seed_layer_by_layer(de
             np.testing.assert_allclose(stairs.get_data().edges, [-1.0, 0.0, 1.0])
 
 
+@pytest.mark.parametrize(("depth", "named"), [(5, 6), (39, 40), (129, 33)])
+def test_a_deep_nets_depth_axis_names_evenly_spaced_layers_and_the_last(depth, named):
+    # Past 40 layers every k-th name (k = ceil(layers / 40)) and the output's are written;
+    # all 130 of xiao2018's would overlap. Its conv_128 sits next to the output: left out.
+    figure = plots.depth_profiles(os.devnull, {"a": [_details(depth)]})
+    for axes in figure.axes[2:]:  # the bottom row's, which write the names
+        names = [label.get_text() for label in axes.get_xticklabels()]
+        positions = [int(tick) for tick in axes.get_xticks()]
+        assert len(names) == len(positions) == named
+        assert positions[0] == 1 and positions[-1] == depth + 1 and names[-1] == "output"
+        gaps = {b - a for a, b in zip(positions, positions[1:-1], strict=False)}
+        assert gaps == {-(-(depth + 1) // 40)}
+        assert positions[-1] - positions[-2] >= min(gaps) / 2
+
+
+@pytest.mark.parametrize(("labels", "legend"), [(3, "inside"), (36, "below"), (100, None)])
+def test_a_figure_of_many_lines_says_so_instead_of_a_legend_no_one_can_read(labels, legend):
+    # yang2022 draws 100 lines: 34 rows of legend squeezed the panels to nothing.
+    groups = {f"arm {index}": [_details(2)] for index in range(labels)}
+    figure = plots.loss_curves(os.devnull, groups)
+    below = figure.legends
+    inside = [axes.get_legend() for axes in figure.axes if axes.get_legend()]
+    assert (legend == "inside") == bool(inside) and (legend == "below") == bool(below)
+    if legend == "below":
+        assert len(below[0].get_texts()) == labels
+    note = figure.get_supxlabel()
+    assert (note == "100 lines, too many to label: the report's tables give each one's "
+                    "numbers") == (legend is None)
+    width, height = figure.get_size_inches()
+    assert height >= 4.5 + (0.3 if legend is None else 0.0)
+
+
 def test_with_the_same_layers_each_layer_is_one_panel_of_every_labels_histogram():
     # Rows from the top in label order, each histogram's tallest bucket RIDGE_HEIGHT above
     # its row's baseline; the row's label on the first panel's y axis, at that row.
@@ -357,7 +389,7 @@ def test_lesson_report_without_sweeps_and_entries_of_older_summaries(tmp_path):
     header, rows = _rows(text, "| initializer | runs |")
     assert header[:3] == ["initializer", "runs", "diverged"]
     assert [row[:3] for row in rows] == [[f"`{XAVIER}`", "1", "0"], [f"`{KAIMING}`", "1", "0"]]
-    final_loss = header.index("final train loss")
+    final_loss = header.index("last epoch's train loss")
     assert rows[0][final_loss] == f"{entries[0]['final_loss']:.3f}"
     assert _rows(text, "| initializer | seed |")[0][:2] == ["initializer", "seed"]
     assert "2 initializer settings, 2 runs" in text
