@@ -408,7 +408,8 @@ class TruncNormal(SeededInitializer):
 
     Values outside [a, b] are not redrawn one by one: a uniform value between the normal's
     CDF at a and at b goes through the inverse CDF (torch's method), so every draw lands in
-    [a, b] and the density inside is the normal's, renormalized.
+    [a, b] and the density inside is the normal's, renormalized. The normal's tails beyond
+    5.3 std (a mass of 1e-7) are not drawn, as float32 keeps torch's own draws within 5.4.
 
     The bounds are values, not multiples of `std`: with the defaults (+-2) and a small
     std (ViT's and timm's `trunc_normal_(std=0.02)`), hardly anything is cut and the
@@ -464,11 +465,20 @@ class TruncNormal(SeededInitializer):
         uniform = keras.random.uniform(
             shape, minval=2 * low - 1, maxval=2 * high - 1, dtype=dtype, seed=seed
         )
+        # The uniform's range includes its minval: a draw of exactly -1 (bounds far out, as
+        # torch's default +-2 at std 0.02) made erfinv infinite, and the clip below put it on
+        # the bound, 100 std out. Kept inside +-(1 - 2^-23): every backend's erfinv is finite
+        # there in float32 and float64 (TensorFlow's is not at float32's last value below 1),
+        # so draws reach 5.3 std at most, as torch's float32 draws reach 5.4.
+        uniform = keras.ops.clip(uniform, _UNIFORM_EDGE - 1.0, 1.0 - _UNIFORM_EDGE)
         values = keras.ops.erfinv(uniform) * (self.std * math.sqrt(2.0)) + self.mean
         return keras.ops.clip(values, self.a, self.b)  # round-off at the bounds
 
     def get_config(self) -> dict:
         return {"mean": self.mean, "std": self.std, "a": self.a, "b": self.b, "seed": self.seed}
+
+
+_UNIFORM_EDGE = 2.0**-23
 
 
 def _normal_cdf(x: float) -> float:

@@ -75,3 +75,19 @@ def test_bounds_far_in_one_tail_are_refused_when_drawing():
     init = keras_inits.TruncNormal(mean=0.0, std=1.0, a=8.0, b=9.0)
     with pytest.raises(ValueError, match="too far in a tail"):
         init((4, 4))
+
+
+def test_a_uniform_draw_at_its_minval_stays_in_the_normals_body(monkeypatch):
+    # keras.random.uniform includes minval: with torch's default bounds (+-2) at std 0.02 the
+    # uniform's range is all of [-1, 1), and a draw of exactly -1 made erfinv infinite, which
+    # the final clip put at -2, 100 std out (one such value in 65,536 lifts the std 7%).
+    def at_the_ends(shape, minval, maxval, dtype=None, seed=None):
+        ends = np.resize(np.array([minval, maxval], dtype=dtype), shape)
+        return keras.ops.convert_to_tensor(ends, dtype=dtype)
+
+    monkeypatch.setattr(keras.random, "uniform", at_the_ends)
+    for dtype in ("float32", "float64"):
+        values = draw(keras_inits.TruncNormal(0.0, 0.02, -2.0, 2.0, seed=1), (4, 4), dtype)
+        assert np.all(np.isfinite(values))
+        # Kept within 1 - 2^-23 of +-1: 5.3 std.
+        np.testing.assert_allclose(np.abs(values), 0.02 * 5.295, rtol=1e-3)
