@@ -93,9 +93,9 @@ flags.DEFINE_boolean(
     "readout_zero_init",
     None,
     "mup only: start the read-out (its kernel and bias) at zero, as Yang et al. (2022) "
-    "recommend: every width starts from the same function, so a narrow model's optimum "
-    "is not pulled by its larger random output. Then mup differs from sp at --base_width "
-    "too." + FROM_PRESET,
+    "recommend: every width starts from the same function, the infinite-width limit's (in "
+    "yang2022 it holds the best learning rate still across widths). Then mup differs from "
+    "sp at --base_width too." + FROM_PRESET,
 )
 flags.DEFINE_string(
     "fallback_initializer",
