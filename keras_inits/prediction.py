@@ -6,7 +6,9 @@ zero mean, each layer's pre-activation variance q^l follows the length map of
 sigma_b^2 = mean(b^2), from q^1 = sigma_w^2 E[x^2] + sigma_b^2 for the batch's inputs x. The
 backward pass multiplies the gradient's second moment at each layer by
 sigma_w^2 (fan_out / fan_in) E[phi'(h)^2] (the gradient-independence assumption of Schoenholz
-et al. 2017). So `diagnose` can put the theory's numbers beside the measured ones:
+et al. 2017). A convolution's statistics are fields over its spatial positions: with "same"
+padding the border reads fewer taps than the centre (see `Link`). So `diagnose` can put the
+theory's numbers beside the measured ones:
 
 - `predicted_q`: q^l, the pre-activation variance;
 - `predicted_std`: the std of the layer's output that q^l implies (what `output_std` measures);
@@ -50,22 +52,52 @@ _LINEAR = resolve("linear")
 class Link:
     """One layer of the chain: its own activation (applied to its output; None when not
     elementwise, as softmax), an activation layer between the previous layer's output and
-    its input (linear: none), its sigma_w^2 and sigma_b^2, the mean fraction of its
-    kernel's taps that fall inside the input (`coverage`: below 1 for a convolution
-    whose padding reaches outside), and its output's size over its input's (per example).
+    its input (linear: none), its sigma_w^2 and sigma_b^2, and where its outputs read their
+    inputs.
 
-    Forward, q^l = sigma_w^2 coverage E[x^2] + sigma_b^2. Backward, each input element's
-    gradient sums W delta over the outputs it feeds; averaged over the input, that is
-    sigma_w^2 coverage size_ratio E[delta^2] (each output feeds on coverage * fan_in
-    inputs): fan_out / fan_in for a Dense layer, and the border's share for a
-    convolution."""
+    The statistics are fields over the layer's spatial positions (a scalar for a flat
+    Dense layer), because a convolution's padding makes the border weaker than the centre,
+    and over a deep stack the field's shape, not only its mean, decides the next layer's.
+    `tap_counts`: per spatial axis of a convolution, an (outputs, inputs) matrix counting the
+    kernel taps by which each output position reads each input position (zero padding:
+    the taps outside the input read nothing); None for a Dense layer, which reads each
+    position's channels where it stands (on a flat input: everything). `kernel_taps`: the
+    kernel's taps per channel (1 for Dense). `in_shape`, `out_shape`: the spatial shapes
+    of its input and output fields; `channel_ratio`: output over input channels (units).
+
+    Forward, at an output position o, q^l[o] = sigma_w^2 (1/K) sum over its taps of
+    E[x^2] at the input positions read, + sigma_b^2. Backward, each input position's
+    gradient sums W delta over the outputs that read it: E[g_in^2][i] = sigma_w^2
+    channel_ratio (1/K) sum over the taps reading i of E[phi'^2 g_out^2] (Schoenholz et
+    al.'s gradient independence)."""
 
     own: Activation | None
     between: Activation
     sigma_w2: float
     sigma_b2: float
-    coverage: float
-    size_ratio: float
+    tap_counts: tuple[np.ndarray, ...] | None
+    kernel_taps: int
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    channel_ratio: float
+
+    def forward(self, second: np.ndarray) -> np.ndarray:
+        """q^l's field from the field of E[x^2] over the input's positions."""
+        return self.sigma_w2 * self._read(second) / self.kernel_taps + self.sigma_b2
+
+    def backward(self, delta2: np.ndarray) -> np.ndarray:
+        """E[g^2] over the input's positions from E[(dL/dh)^2] over the output's."""
+        spread = delta2
+        for axis, matrix in enumerate(self.tap_counts or ()):
+            spread = np.moveaxis(np.tensordot(matrix.T, spread, axes=(1, axis)), 0, axis)
+        return self.sigma_w2 * self.channel_ratio * spread / self.kernel_taps
+
+    def _read(self, field: np.ndarray) -> np.ndarray:
+        if self.tap_counts is None:
+            return field
+        for axis, matrix in enumerate(self.tap_counts):
+            field = np.moveaxis(np.tensordot(matrix, field, axes=(1, axis)), 0, axis)
+        return field
 
     def input_activation(self, previous: Link | None) -> Activation | None:
         """What the layer's input went through: the layer between, else the previous
@@ -98,8 +130,8 @@ def predict(
     if isinstance(links, str):
         return Prediction([], links)
     inputs = keras.ops.convert_to_numpy(arrays[0]).astype(np.float64)
-    q: list[float] = []
-    second = float(np.mean(inputs**2))
+    q: list[np.ndarray] = []  # each layer's field of pre-activation variances
+    second = _input_field(inputs**2, links[0].in_shape)
     inputs_through = [None, *(
         link.input_activation(previous)
         for previous, link in zip(links[:-1], links[1:], strict=True)
@@ -109,16 +141,17 @@ def predict(
             through = inputs_through[index]
             if through is None:
                 return Prediction([], f"{taps[index - 1].path}'s activation is not elementwise")
-            second = float(moments.second_moment(through, q[-1]))
-        q.append(link.sigma_w2 * link.coverage * second + link.sigma_b2)
+            second = _fit(moments.second_moment(through, q[-1]), link.in_shape)
+        q.append(link.forward(second))
     rows: list[dict[str, float | None]] = []
     for link, q_l in zip(links, q, strict=True):
         own = link.own
         std = None
         if own is not None:
-            mean = float(moments.first_moment(own, q_l))
-            std = math.sqrt(max(float(moments.second_moment(own, q_l)) - mean**2, 0.0))
-        rows.append({"predicted_q": q_l, "predicted_std": std})
+            mean = float(np.mean(moments.first_moment(own, q_l)))
+            variance = float(np.mean(moments.second_moment(own, q_l))) - mean**2
+            std = math.sqrt(max(variance, 0.0))
+        rows.append({"predicted_q": float(np.mean(q_l)), "predicted_std": std})
     _gradients(links, q, measured, rows)
     hidden = [(act, link) for act, link in zip(inputs_through[1:], links[1:], strict=True)
               if act is not None]
@@ -136,28 +169,28 @@ def predict(
 
 
 def _gradients(
-    links: Sequence[Link], q: Sequence[float], measured: Sequence[dict[str, Any]],
+    links: Sequence[Link], q: Sequence[np.ndarray], measured: Sequence[dict[str, Any]],
     rows: list[dict[str, float | None]],
 ) -> None:
     """The measured and predicted ratios of dLoss/d(output) std between consecutive layers,
-    and the predicted std carried down from the deepest anchor."""
-    ratios: list[float | None] = []
-    for index in range(len(links) - 1):
+    and the predicted std carried down from the deepest anchor. The gradient's field is
+    carried down from a uniform one at the top (and again below a layer whose activation
+    is not elementwise, where the theory restarts)."""
+    ratios: list[float | None] = [None] * len(links)
+    above = np.ones(links[-1].out_shape)
+    for index in range(len(links) - 2, -1, -1):
         after = links[index + 1]
-        above, below = measured[index + 1]["gradient_std"], measured[index]["gradient_std"]
-        rows[index]["gradient_ratio"] = below / above if above and below is not None else None
+        high, low = measured[index + 1]["gradient_std"], measured[index]["gradient_std"]
+        rows[index]["gradient_ratio"] = low / high if high and low is not None else None
         if after.own is None:
-            ratios.append(None)
+            above = np.ones(links[index].out_shape)
             continue
         # dL/dy^l = phi_between'(h^l) W^T (phi_own'(h^(l+1)) dL/dy^(l+1)): one factor each.
-        factor = (
-            after.sigma_w2 * after.coverage * after.size_ratio
-            * float(moments.grad_moment(after.own, q[index + 1]))
-            * float(moments.grad_moment(after.between, q[index]))
-        )
-        ratios.append(math.sqrt(factor))
+        below = _fit(after.backward(moments.grad_moment(after.own, q[index + 1]) * above),
+                     links[index].out_shape) * moments.grad_moment(after.between, q[index])
+        ratios[index] = math.sqrt(float(np.mean(below)) / float(np.mean(above)))
+        above = below
     rows[-1]["gradient_ratio"] = None
-    ratios.append(None)
     for row, ratio in zip(rows, ratios, strict=True):
         row["predicted_gradient_ratio"] = ratio
     # Carried down from the deepest layer the ratios reach; where a ratio is unknown (below
@@ -169,6 +202,21 @@ def _gradients(
         else:
             carried = measured[index]["gradient_std"]
         rows[index]["predicted_gradient_std"] = carried
+
+
+def _fit(field: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`field` where it has `shape`; else (a Flatten or Reshape in between, whose position
+    mapping the chain does not follow) its mean, spread evenly over `shape`."""
+    field = np.asarray(field, dtype=np.float64)
+    return field if field.shape == shape else np.full(shape, float(np.mean(field)))
+
+
+def _input_field(squares: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """E[x^2] of the model's input per position of the first layer's input field: the mean
+    over the batch and the channels (the last axis) when the input has that layout."""
+    if squares.ndim >= 2 and squares.shape[1:-1] == shape:
+        return squares.mean(axis=(0, squares.ndim - 1))
+    return _fit(squares, shape)
 
 
 def _chain(taps: Sequence[Tap]) -> list[Link] | str:
@@ -191,41 +239,75 @@ def _chain(taps: Sequence[Tap]) -> list[Link] | str:
             for bias in own_biases(tap.kernel.layer)
         ]
         node = tap.layer._inbound_nodes[0]
-        sizes = [math.prod(tensors[0].shape[1:]) for tensors in
-                 (node.input_tensors, keras.tree.flatten(node.outputs))]
+        shapes = [tuple(tensors[0].shape[1:]) for tensors in
+                  (node.input_tensors, keras.tree.flatten(node.outputs))]
+        if None in shapes[0] + shapes[1]:
+            return f"{tap.path}'s input or output has a size the graph leaves open"
         links.append(Link(
             own=_resolved(own_activation(tap.layer)),
             between=between or _LINEAR,
             sigma_w2=tap.kernel.plan.fan_in * float(np.mean(kernel**2)),
             sigma_b2=float(np.mean(np.concatenate(biases) ** 2)) if biases else 0.0,
-            coverage=_coverage(tap.layer, node.input_tensors[0].shape)
-            if tap.kernel.plan.layout == "conv" else 1.0,
-            size_ratio=sizes[1] / sizes[0],
+            **_geometry(tap.layer, tap.kernel.plan.layout, *shapes),
         ))
     return links
 
 
-def _coverage(layer: Any, input_shape: Sequence[int]) -> float:
-    """The mean fraction of a convolution's kernel taps that land inside its input, over
-    its output positions: 1 for "valid" padding, less at the borders of "same" and
-    "causal" padding (the zeros there carry no signal). Axis by axis, as Keras pads."""
-    channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
-    spatial = input_shape[1:-1] if channels_last else input_shape[2:]
-    fraction = 1.0
-    for n, k, stride, dilation in zip(spatial, layer.kernel_size, layer.strides,
-                                      layer.dilation_rate, strict=True):
-        if layer.padding == "valid":
-            continue
-        span = (k - 1) * dilation + 1
-        if layer.padding == "causal":
-            outputs, left = -(-n // stride), span - 1
-        else:  # "same": as many outputs as ceil(n / stride), the padding split left-first
-            outputs = -(-n // stride)
-            left = max((outputs - 1) * stride + span - n, 0) // 2
-        positions = (np.arange(outputs)[:, None] * stride - left
-                     + np.arange(k)[None, :] * dilation)
-        fraction *= float(np.mean((positions >= 0) & (positions < n)))
-    return fraction
+def _geometry(
+    layer: Any, layout: str, input_shape: tuple[int, ...], output_shape: tuple[int, ...]
+) -> dict[str, Any]:
+    """A link's fields and where its outputs read its inputs (see `Link`), from the
+    per-example shapes of its input and output."""
+    spatial = _spatial(layer, input_shape) if layout == "conv" else None
+    if spatial is not None and "Transpose" not in type(layer).__name__:
+        channels_first = getattr(layer, "data_format", None) == "channels_first"
+        channels = (input_shape[0], output_shape[0]) if channels_first else (
+            input_shape[-1], output_shape[-1])
+        counts = tuple(_axis_taps(layer, axis, n) for axis, n in enumerate(spatial))
+        return {"tap_counts": counts, "kernel_taps": math.prod(layer.kernel_size),
+                "in_shape": spatial, "out_shape": tuple(m.shape[0] for m in counts),
+                "channel_ratio": channels[1] / channels[0]}
+    if (type(layer).__name__ == "Dense" and len(input_shape) > 1
+            and input_shape[:-1] == output_shape[:-1]):  # a Dense layer on each position
+        return {"tap_counts": None, "kernel_taps": 1, "in_shape": input_shape[:-1],
+                "out_shape": output_shape[:-1],
+                "channel_ratio": output_shape[-1] / input_shape[-1]}
+    return {"tap_counts": None, "kernel_taps": 1, "in_shape": (), "out_shape": (),
+            "channel_ratio": math.prod(output_shape) / math.prod(input_shape)}
+
+
+def _spatial(layer: Any, input_shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """A convolution's input positions per spatial axis (None where unknown)."""
+    channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
+    spatial = tuple(input_shape[1:] if channels_first else input_shape[:-1])
+    if not hasattr(layer, "kernel_size") or len(spatial) != len(layer.kernel_size) or any(
+        n is None for n in spatial
+    ):
+        return None
+    return spatial
+
+
+def _axis_taps(layer: Any, axis: int, n: int) -> np.ndarray:
+    """(outputs, n): how many of a convolution's kernel taps along `axis` read each input
+    position, for each output position. "valid" padding: every tap lands inside; "same"
+    and "causal" padding put some outside at the borders (the zeros there carry no
+    signal), as Keras pads: the padding split left-first for "same", all left for
+    "causal"."""
+    k, stride = layer.kernel_size[axis], layer.strides[axis]
+    dilation = layer.dilation_rate[axis]
+    span = (k - 1) * dilation + 1
+    if layer.padding == "valid":
+        outputs, left = (n - span) // stride + 1, 0
+    elif layer.padding == "causal":
+        outputs, left = -(-n // stride), span - 1
+    else:  # "same": as many outputs as ceil(n / stride)
+        outputs = -(-n // stride)
+        left = max((outputs - 1) * stride + span - n, 0) // 2
+    positions = np.arange(outputs)[:, None] * stride - left + np.arange(k)[None, :] * dilation
+    counts = np.zeros((outputs, n))
+    rows, columns = np.nonzero((positions >= 0) & (positions < n))
+    np.add.at(counts, (rows, positions[rows, columns]), 1.0)
+    return counts
 
 
 def _walk_up(layer: keras.layers.Layer) -> tuple[Any, Activation | None]:
