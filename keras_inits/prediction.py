@@ -83,21 +83,13 @@ class Link:
 
     def forward(self, second: np.ndarray) -> np.ndarray:
         """q^l's field from the field of E[x^2] over the input's positions."""
-        return self.sigma_w2 * self._read(second) / self.kernel_taps + self.sigma_b2
+        read = _along_axes(self.tap_counts or (), second)
+        return self.sigma_w2 * read / self.kernel_taps + self.sigma_b2
 
     def backward(self, delta2: np.ndarray) -> np.ndarray:
         """E[g^2] over the input's positions from E[(dL/dh)^2] over the output's."""
-        spread = delta2
-        for axis, matrix in enumerate(self.tap_counts or ()):
-            spread = np.moveaxis(np.tensordot(matrix.T, spread, axes=(1, axis)), 0, axis)
+        spread = _along_axes([counts.T for counts in self.tap_counts or ()], delta2)
         return self.sigma_w2 * self.channel_ratio * spread / self.kernel_taps
-
-    def _read(self, field: np.ndarray) -> np.ndarray:
-        if self.tap_counts is None:
-            return field
-        for axis, matrix in enumerate(self.tap_counts):
-            field = np.moveaxis(np.tensordot(matrix, field, axes=(1, axis)), 0, axis)
-        return field
 
     def input_activation(self, previous: Link | None) -> Activation | None:
         """What the layer's input went through: the layer between, else the previous
@@ -105,6 +97,13 @@ class Link:
         if self.between is not _LINEAR or previous is None:
             return self.between
         return previous.own
+
+
+def _along_axes(matrices: Sequence[np.ndarray], field: np.ndarray) -> np.ndarray:
+    """`field` with matrix i applied along its axis i (the taps are separable by axis)."""
+    for axis, matrix in enumerate(matrices):
+        field = np.moveaxis(np.tensordot(matrix, field, axes=(1, axis)), 0, axis)
+    return field
 
 
 @dataclasses.dataclass(frozen=True)
